@@ -1,0 +1,52 @@
+"""Resolve which weights folder to load: a pinned Hub revision when configured, else the bundled one."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import httpx
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RevisionResolutionError
+
+from cxr.model import CONFIG_NAME, WEIGHTS_NAME
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "efficientnet_lite0"
+_HUB_ERRORS = (OSError, EntryNotFoundError, HFValidationError, RevisionResolutionError, httpx.HTTPError)
+
+
+def bundled_models(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
+    """Names of the weights folders shipped in the repo (each with a config.json)."""
+    return sorted(p.parent.name for p in weights_dir.glob(f"*/{CONFIG_NAME}"))
+
+
+def resolve_weights(
+    repo_id: str | None = None,
+    revision: str | None = None,
+    bundled: str | Path | None = None,
+) -> Path:
+    """The folder to load from.
+
+    ``repo_id`` and ``revision`` default to ``CXR_MODEL_REPO`` and ``CXR_MODEL_REVISION``. Without
+    a repo, or when the Hub (or its cache, offline) cannot provide it, the bundled weights are used
+    and one warning says why.
+    """
+    repo_id = repo_id or os.environ.get("CXR_MODEL_REPO") or None
+    revision = revision or os.environ.get("CXR_MODEL_REVISION") or None
+    fallback = Path(bundled) if bundled else WEIGHTS_DIR / DEFAULT_MODEL
+    if not repo_id:
+        return fallback
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
+    except _HUB_ERRORS as error:
+        log.warning(
+            "Hub weights %s@%s unavailable (%s: %s); using bundled weights %s",
+            repo_id, revision or "main", type(error).__name__, str(error).splitlines()[0] if str(error) else "", fallback,
+        )
+        return fallback
+    log.info("Using Hub weights %s@%s from %s", repo_id, revision or "main", folder)
+    return Path(folder)

@@ -1,0 +1,59 @@
+"""Probability of pneumonia and its Grad-CAM map from one forward pass."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cxr.cam import logit_and_cam, overlay, target_layer_name
+from cxr.metrics import probabilities
+from cxr.model import ModelConfig, freeze_before, load_model, preprocessing_for
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probability: float  # calibrated P(PNEUMONIA)
+    label: str  # the decision at the model's threshold
+    threshold: float
+    cam: np.ndarray  # Grad-CAM map in [0, 1], model input size
+
+    def confidences(self) -> dict[str, float]:
+        return {"PNEUMONIA": self.probability, "NORMAL": 1.0 - self.probability}
+
+
+class Predictor:
+    """A loaded model ready to answer: preprocessing derived from it, Grad-CAM from the same pass."""
+
+    def __init__(self, model: torch.nn.Module, config: ModelConfig):
+        self.model, self.config = model.eval(), config
+        self.preprocess = preprocessing_for(model)
+        # Grad-CAM needs gradients only from the last stage on: the backward stops there.
+        freeze_before(model, target_layer_name(model))
+        # Grad-CAM hooks live on the shared model, so one request at a time may hold them.
+        self._lock = threading.Lock()
+        t, p = config.temperature, min(max(config.threshold, 1e-6), 1 - 1e-6)
+        self._decision_logit = t * math.log(p / (1 - p))
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> Predictor:
+        return cls(*load_model(folder))
+
+    def predict(self, image: Image.Image) -> Prediction:
+        """``image`` in any size or mode → calibrated probability, decision and Grad-CAM map."""
+        batch = self.preprocess(image)
+        with self._lock:
+            logit, cam_map = logit_and_cam(self.model, batch, self._decision_logit)
+        probability = float(probabilities(logit, self.config.temperature))
+        label = self.config.labels[int(probability >= self.config.threshold)]
+        return Prediction(probability, label, self.config.threshold, cam_map)
+
+    def explain(self, image: Image.Image) -> tuple[Prediction, Image.Image]:
+        """The prediction and its Grad-CAM overlay on ``image``."""
+        prediction = self.predict(image)
+        return prediction, overlay(image, prediction.cam)

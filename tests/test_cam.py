@@ -1,0 +1,48 @@
+"""Grad-CAM: from the same pass as the probability, in range, hooks released."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxr.cam import overlay, target_layer_name
+from cxr.inference import Predictor
+from cxr.model import ModelConfig, build_model
+
+
+@pytest.fixture(params=["test_resnet", "test_convnext", "test_efficientnet"])
+def predictor(request):
+    torch.manual_seed(0)
+    config = ModelConfig(request.param, input_size=96, threshold=0.4, temperature=1.5)
+    return Predictor(build_model(config).eval(), config)
+
+
+def test_cam_map_shape_and_range(predictor):
+    prediction = predictor.predict(Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 200), np.uint8)))
+    assert prediction.cam.shape == (96, 96)
+    assert prediction.cam.min() >= 0.0 and prediction.cam.max() <= 1.0
+    assert 0.0 <= prediction.probability <= 1.0
+
+
+def test_probability_equals_a_plain_forward(predictor):
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128), np.uint8))
+    prediction = predictor.predict(image)
+    with torch.no_grad():
+        logit = predictor.model(predictor.preprocess(image)).item()
+    expected = 1 / (1 + np.exp(-logit / predictor.config.temperature))
+    assert prediction.probability == pytest.approx(expected, abs=1e-5)
+    assert prediction.label == ("PNEUMONIA" if expected >= 0.4 else "NORMAL")
+
+
+def test_hooks_are_released(predictor):
+    layer = predictor.model.get_submodule(target_layer_name(predictor.model))
+    predictor.predict(Image.new("L", (128, 128), 100))
+    assert not layer._forward_hooks and not layer._backward_hooks
+
+
+def test_overlay_keeps_aspect_ratio():
+    result = overlay(Image.new("L", (1776, 1416)), np.random.default_rng(0).random((224, 224)))
+    assert result.mode == "RGB"
+    assert result.size == (1024, round(1416 * 1024 / 1776))

@@ -1,0 +1,211 @@
+"""Train a pneumonia classifier on a Kaggle-layout chest X-ray folder and save it for the app.
+
+    python train.py --model efficientnet_lite0 --pretrained --freeze-until blocks.3 \
+        --data ../shared/data/chest_xray --out weights/efficientnet_lite0
+
+One flat script: args → patient-grouped split → cached tensors → training loop (batch
+augmentation, class balancing, EMA) → best epoch by validation AUC → temperature and
+threshold fitted on validation → model.safetensors + config.json + curve + metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.utils import ModelEmaV3
+from tqdm import tqdm
+
+from cxr.data import Augment, decode_cached, list_samples, normalize, split_by_patient
+from cxr.metrics import binary_metrics, fit_temperature, probabilities, screening_threshold
+from cxr.model import ModelConfig, build_model, save_model
+from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
+
+# ---------------------------------------------------------------- config
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--model", default="efficientnet_lite0", help="any timm model name")
+parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/NORMAL, train/PNEUMONIA")
+parser.add_argument("--out", default=None, help="output folder (default weights/<model>)")
+parser.add_argument("--pretrained", action="store_true", help="start from offline ImageNet weights (efficientnet_lite0)")
+parser.add_argument("--freeze-until", default=None, help="freeze every parameter before this module, e.g. blocks.3")
+parser.add_argument("--epochs", type=int, default=12)
+parser.add_argument("--batch-size", type=int, default=32)
+parser.add_argument("--lr", type=float, default=1e-3)
+parser.add_argument("--weight-decay", type=float, default=0.02)
+parser.add_argument("--input-size", type=int, default=224)
+parser.add_argument("--in-chans", type=int, default=1, help="1 = grayscale stem; 3 = grayscale replicated")
+parser.add_argument("--val-fraction", type=float, default=0.15)
+parser.add_argument("--split-seed", type=int, default=0)
+parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--pos-weight", choices=["auto", "none"], default="auto", help="auto = n_normal / n_pneumonia")
+parser.add_argument("--sampler", choices=["none", "balanced"], default="none")
+parser.add_argument("--hflip", action="store_true", help="horizontal flips (off: the heart is on the left)")
+parser.add_argument("--ema", type=float, default=0.998, help="EMA decay of the weights; 0 disables")
+parser.add_argument("--target-sensitivity", type=float, default=0.97)
+parser.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke runs)")
+parser.add_argument("--max-minutes", type=float, default=0, help="stop after the epoch that passes this budget")
+parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+parser.add_argument("--cache-dir", default=".cache", help="decoded-image tensor cache")
+parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload the output folder to this Hub repo")
+args = parser.parse_args()
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("train")
+out = Path(args.out or f"weights/{args.model}")
+out.mkdir(parents=True, exist_ok=True)
+torch.manual_seed(args.seed)
+if args.threads:
+    torch.set_num_threads(args.threads)
+generator = torch.Generator().manual_seed(args.seed)
+started = time.time()
+
+# ---------------------------------------------------------------- data
+samples = list_samples(Path(args.data) / "train")
+train_samples, val_samples = split_by_patient(samples, args.val_fraction, args.split_seed)
+if args.limit:
+    rng = np.random.default_rng(args.seed)
+    train_samples = [train_samples[i] for i in sorted(rng.choice(len(train_samples), args.limit, replace=False))]
+    val_samples = [val_samples[i] for i in sorted(rng.choice(len(val_samples), args.limit // 2, replace=False))]
+cache = Path(args.cache_dir)
+train_x = decode_cached(train_samples, args.input_size, cache / f"train-{args.split_seed}-{args.input_size}-{args.limit}.safetensors")
+val_x = decode_cached(val_samples, args.input_size, cache / f"val-{args.split_seed}-{args.input_size}-{args.limit}.safetensors")
+train_y = torch.tensor([s.label for s in train_samples], dtype=torch.float32)
+val_y = np.array([s.label for s in val_samples])
+n_pos, n_neg = int(train_y.sum()), int(len(train_y) - train_y.sum())
+log.info("train %d images (%d pneumonia, %d normal), val %d images from %d patients",
+         len(train_y), n_pos, n_neg, len(val_y), len({s.patient for s in val_samples}))
+
+# ---------------------------------------------------------------- model
+mean, std = (LITE_MEAN, LITE_STD) if args.pretrained else (0.5, 0.25)
+config = ModelConfig(architecture=args.model, in_chans=args.in_chans, input_size=args.input_size, mean=mean, std=std)
+model = build_model(config)
+if args.pretrained:
+    if args.model not in PRETRAINED:
+        parser.error(f"--pretrained has offline weights only for {sorted(PRETRAINED)}")
+    PRETRAINED[args.model](model)
+if args.freeze_until:
+    names = [name for name, _ in model.named_parameters()]
+    first = next((i for i, n in enumerate(names) if n.startswith(args.freeze_until + ".")), None)
+    if first is None:
+        parser.error(f"--freeze-until {args.freeze_until}: no such module in {args.model}")
+    for name, param in list(model.named_parameters())[:first]:
+        param.requires_grad = False
+    log.info("froze %d of %d parameter tensors (before %s)", first, len(names), args.freeze_until)
+model = model.to(memory_format=torch.channels_last)
+frozen_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                and not any(p.requires_grad for p in m.parameters())]
+trainable = [p for p in model.parameters() if p.requires_grad]
+optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
+steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
+scheduler = torch.optim.lr_scheduler.OneCycleLR(
+    optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15)
+ema = ModelEmaV3(model, decay=args.ema) if args.ema else None
+pos_weight = torch.tensor([n_neg / n_pos]) if args.pos_weight == "auto" else None
+augment = Augment(hflip=args.hflip)
+
+
+def epoch_order() -> torch.Tensor:
+    """Indices for one epoch: a permutation, or a class-balanced draw with replacement."""
+    if args.sampler == "balanced":
+        weights = torch.where(train_y == 1, 1.0 / n_pos, 1.0 / n_neg).double()
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(train_y), generator=generator)
+        return torch.tensor(list(sampler))
+    return torch.randperm(len(train_y), generator=generator)
+
+
+@torch.no_grad()
+def predict_logits(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
+    net.eval()
+    batches = [net(normalize(images[i:i + batch_size], config.mean, config.std, config.in_chans)).squeeze(1)
+               for i in range(0, len(images), batch_size)]
+    return torch.cat(batches).numpy()
+
+
+# ---------------------------------------------------------------- train
+history, best_auc, best_state, best_epoch = [], -1.0, None, -1
+for epoch in range(1, args.epochs + 1):
+    model.train()
+    for module in frozen_norms:
+        module.eval()  # frozen layers keep their ImageNet statistics
+    order, losses, seen, epoch_start = epoch_order(), [], 0, time.time()
+    for i in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}", mininterval=10):
+        index = order[i:i + args.batch_size]
+        inputs = normalize(augment(train_x[index], generator), config.mean, config.std, config.in_chans)
+        logits = model(inputs).squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(logits, train_y[index], pos_weight=pos_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        losses.append(loss.item())
+        seen += len(index)
+    train_seconds = time.time() - epoch_start
+    evaluated = ema.module if ema is not None else model
+    val_logits = predict_logits(evaluated, val_x)
+    val = binary_metrics(probabilities(val_logits), val_y, 0.5)
+    history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_auc": val["auc"],
+                    "val_accuracy": val["accuracy"], "img_per_s": seen / train_seconds})
+    log.info("epoch %d loss %.4f val AUC %.4f acc@0.5 %.4f  %.1f img/s", epoch, history[-1]["loss"],
+             val["auc"], val["accuracy"], history[-1]["img_per_s"])
+    if val["auc"] > best_auc:
+        best_auc, best_epoch = val["auc"], epoch
+        best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
+        save_model(evaluated, config, out / "checkpoint")  # survives a stopped session
+    if args.max_minutes and (time.time() - started) / 60 > args.max_minutes:
+        log.warning("stopping after epoch %d: --max-minutes %.0f reached", epoch, args.max_minutes)
+        break
+
+# ---------------------------------------------------------------- calibrate and save
+model.load_state_dict(best_state)
+val_logits = predict_logits(model, val_x)
+config.temperature = fit_temperature(val_logits, val_y)
+val_probs = probabilities(val_logits, config.temperature)
+config.threshold = screening_threshold(val_probs, val_y, args.target_sensitivity)
+minutes = (time.time() - started) / 60
+config.val_metrics = binary_metrics(val_probs, val_y, config.threshold)
+config.train = {
+    "data": "Kermany et al. 2018, chest_xray/train (CC BY 4.0, doi:10.17632/rscbjbr9sj.2)",
+    "args": vars(args), "best_epoch": best_epoch, "epochs_run": len(history), "minutes": round(minutes, 1),
+    "train_images": len(train_y), "val_images": len(val_y),
+    "loss": "bce+pos_weight" if pos_weight is not None else "bce", "sampler": args.sampler,
+    "split": {"seed": args.split_seed, "val_fraction": args.val_fraction, "grouped_by": "patient",
+              "val_patients": sorted({s.patient for s in val_samples})},
+}
+save_model(model, config, out)
+for stale in (out / "checkpoint").glob("*"):
+    stale.unlink()
+(out / "checkpoint").rmdir()
+
+(out / "metrics.json").write_text(json.dumps({"history": history, "val": config.val_metrics,
+                                              "temperature": config.temperature}, indent=2) + "\n")
+import matplotlib  # noqa: E402  (plotting only at the end of a run)
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+epochs = [h["epoch"] for h in history]
+ax[0].plot(epochs, [h["loss"] for h in history], marker="o")
+ax[0].set(title="training loss", xlabel="epoch")
+ax[1].plot(epochs, [h["val_auc"] for h in history], marker="o", color="tab:green")
+ax[1].set(title="validation AUC (patient-grouped)", xlabel="epoch")
+fig.tight_layout()
+fig.savefig(out / "training_curve.png", dpi=100)
+log.info("saved %s: val %s, T=%.3f, %.1f min", out, config.val_metrics, config.temperature, minutes)
+
+if args.push_to_hub:
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(args.push_to_hub, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(out), repo_id=args.push_to_hub)
+    log.info("pushed %s to %s (%s)", out, args.push_to_hub, commit.oid)
