@@ -45,8 +45,9 @@ with gr.Blocks(title="Pneumonia screening on chest X-rays") as demo:
     gr.Markdown("# Pneumonia screening on chest X-rays\n" + NOTICE)
     with gr.Row():
         with gr.Column():
-            image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                             label="Chest X-ray (drag and drop)")
+            image = gr.Image(
+                type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Chest X-ray (drag and drop)"
+            )
             analyze = gr.Button("Analyze", variant="primary")
         with gr.Column():
             label = gr.Label(label="Probability", show_heading=False)

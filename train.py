@@ -25,15 +25,15 @@ from tqdm import tqdm
 
 from cxr.data import Augment, decode_cached, list_samples, normalize, split_by_patient
 from cxr.metrics import binary_metrics, fit_temperature, probabilities, screening_threshold
-from cxr.model import ModelConfig, build_model, save_model
+from cxr.model import ModelConfig, build_model, freeze_before, save_model
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
 
 # ---------------------------------------------------------------- config
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="efficientnet_lite0", help="any timm model name")
-parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/NORMAL, train/PNEUMONIA")
+parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/{NORMAL,PNEUMONIA}")
 parser.add_argument("--out", default=None, help="output folder (default weights/<model>)")
-parser.add_argument("--pretrained", action="store_true", help="start from offline ImageNet weights (efficientnet_lite0)")
+parser.add_argument("--pretrained", action="store_true", help="start from offline ImageNet weights")
 parser.add_argument("--freeze-until", default=None, help="freeze every parameter before this module, e.g. blocks.3")
 parser.add_argument("--epochs", type=int, default=12)
 parser.add_argument("--batch-size", type=int, default=32)
@@ -73,14 +73,20 @@ if args.limit:
     rng = np.random.default_rng(args.seed)
     train_samples = [train_samples[i] for i in sorted(rng.choice(len(train_samples), args.limit, replace=False))]
     val_samples = [val_samples[i] for i in sorted(rng.choice(len(val_samples), args.limit // 2, replace=False))]
-cache = Path(args.cache_dir)
-train_x = decode_cached(train_samples, args.input_size, cache / f"train-{args.split_seed}-{args.input_size}-{args.limit}.safetensors")
-val_x = decode_cached(val_samples, args.input_size, cache / f"val-{args.split_seed}-{args.input_size}-{args.limit}.safetensors")
+cache_tag = f"{args.split_seed}-{args.input_size}-{args.limit}"
+train_x = decode_cached(train_samples, args.input_size, Path(args.cache_dir) / f"train-{cache_tag}.safetensors")
+val_x = decode_cached(val_samples, args.input_size, Path(args.cache_dir) / f"val-{cache_tag}.safetensors")
 train_y = torch.tensor([s.label for s in train_samples], dtype=torch.float32)
 val_y = np.array([s.label for s in val_samples])
 n_pos, n_neg = int(train_y.sum()), int(len(train_y) - train_y.sum())
-log.info("train %d images (%d pneumonia, %d normal), val %d images from %d patients",
-         len(train_y), n_pos, n_neg, len(val_y), len({s.patient for s in val_samples}))
+log.info(
+    "train %d images (%d pneumonia, %d normal), val %d images from %d patients",
+    len(train_y),
+    n_pos,
+    n_neg,
+    len(val_y),
+    len({s.patient for s in val_samples}),
+)
 
 # ---------------------------------------------------------------- model
 mean, std = (LITE_MEAN, LITE_STD) if args.pretrained else (0.5, 0.25)
@@ -91,21 +97,23 @@ if args.pretrained:
         parser.error(f"--pretrained has offline weights only for {sorted(PRETRAINED)}")
     PRETRAINED[args.model](model)
 if args.freeze_until:
-    names = [name for name, _ in model.named_parameters()]
-    first = next((i for i, n in enumerate(names) if n.startswith(args.freeze_until + ".")), None)
-    if first is None:
-        parser.error(f"--freeze-until {args.freeze_until}: no such module in {args.model}")
-    for name, param in list(model.named_parameters())[:first]:
-        param.requires_grad = False
-    log.info("froze %d of %d parameter tensors (before %s)", first, len(names), args.freeze_until)
+    try:
+        frozen = freeze_before(model, args.freeze_until)
+    except ValueError as error:
+        parser.error(f"--freeze-until: {error}")
+    log.info("froze %d parameter tensors (before %s)", frozen, args.freeze_until)
 model = model.to(memory_format=torch.channels_last)
-frozen_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                and not any(p.requires_grad for p in m.parameters())]
+frozen_norms = [
+    m
+    for m in model.modules()
+    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())
+]
 trainable = [p for p in model.parameters() if p.requires_grad]
 optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
 steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(
-    optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15)
+    optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15
+)
 ema = ModelEmaV3(model, decay=args.ema) if args.ema else None
 pos_weight = torch.tensor([n_neg / n_pos]) if args.pos_weight == "auto" else None
 augment = Augment(hflip=args.hflip)
@@ -123,8 +131,10 @@ def epoch_order() -> torch.Tensor:
 @torch.no_grad()
 def predict_logits(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
     net.eval()
-    batches = [net(normalize(images[i:i + batch_size], config.mean, config.std, config.in_chans)).squeeze(1)
-               for i in range(0, len(images), batch_size)]
+    batches = [
+        net(normalize(images[i : i + batch_size], config.mean, config.std, config.in_chans)).squeeze(1)
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(batches).numpy()
 
 
@@ -136,7 +146,7 @@ for epoch in range(1, args.epochs + 1):
         module.eval()  # frozen layers keep their ImageNet statistics
     order, losses, seen, epoch_start = epoch_order(), [], 0, time.time()
     for i in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}", mininterval=10):
-        index = order[i:i + args.batch_size]
+        index = order[i : i + args.batch_size]
         inputs = normalize(augment(train_x[index], generator), config.mean, config.std, config.in_chans)
         logits = model(inputs).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(logits, train_y[index], pos_weight=pos_weight)
@@ -152,10 +162,23 @@ for epoch in range(1, args.epochs + 1):
     evaluated = ema.module if ema is not None else model
     val_logits = predict_logits(evaluated, val_x)
     val = binary_metrics(probabilities(val_logits), val_y, 0.5)
-    history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_auc": val["auc"],
-                    "val_accuracy": val["accuracy"], "img_per_s": seen / train_seconds})
-    log.info("epoch %d loss %.4f val AUC %.4f acc@0.5 %.4f  %.1f img/s", epoch, history[-1]["loss"],
-             val["auc"], val["accuracy"], history[-1]["img_per_s"])
+    history.append(
+        {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "val_auc": val["auc"],
+            "val_accuracy": val["accuracy"],
+            "img_per_s": seen / train_seconds,
+        }
+    )
+    log.info(
+        "epoch %d loss %.4f val AUC %.4f acc@0.5 %.4f  %.1f img/s",
+        epoch,
+        history[-1]["loss"],
+        val["auc"],
+        val["accuracy"],
+        history[-1]["img_per_s"],
+    )
     if val["auc"] > best_auc:
         best_auc, best_epoch = val["auc"], epoch
         best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
@@ -174,19 +197,29 @@ minutes = (time.time() - started) / 60
 config.val_metrics = binary_metrics(val_probs, val_y, config.threshold)
 config.train = {
     "data": "Kermany et al. 2018, chest_xray/train (CC BY 4.0, doi:10.17632/rscbjbr9sj.2)",
-    "args": vars(args), "best_epoch": best_epoch, "epochs_run": len(history), "minutes": round(minutes, 1),
-    "train_images": len(train_y), "val_images": len(val_y),
-    "loss": "bce+pos_weight" if pos_weight is not None else "bce", "sampler": args.sampler,
-    "split": {"seed": args.split_seed, "val_fraction": args.val_fraction, "grouped_by": "patient",
-              "val_patients": sorted({s.patient for s in val_samples})},
+    "args": vars(args),
+    "best_epoch": best_epoch,
+    "epochs_run": len(history),
+    "minutes": round(minutes, 1),
+    "train_images": len(train_y),
+    "val_images": len(val_y),
+    "loss": "bce+pos_weight" if pos_weight is not None else "bce",
+    "sampler": args.sampler,
+    "split": {
+        "seed": args.split_seed,
+        "val_fraction": args.val_fraction,
+        "grouped_by": "patient",
+        "val_patients": sorted({s.patient for s in val_samples}),
+    },
 }
 save_model(model, config, out)
 for stale in (out / "checkpoint").glob("*"):
     stale.unlink()
 (out / "checkpoint").rmdir()
 
-(out / "metrics.json").write_text(json.dumps({"history": history, "val": config.val_metrics,
-                                              "temperature": config.temperature}, indent=2) + "\n")
+(out / "metrics.json").write_text(
+    json.dumps({"history": history, "val": config.val_metrics, "temperature": config.temperature}, indent=2) + "\n"
+)
 import matplotlib  # noqa: E402  (plotting only at the end of a run)
 
 matplotlib.use("Agg")

@@ -59,9 +59,7 @@ def list_samples(folder: str | Path) -> list[Sample]:
         if not class_dir.is_dir():
             raise FileNotFoundError(f"{class_dir} is missing: expected NORMAL/ and PNEUMONIA/ in {folder}")
         samples += [
-            Sample(path, label)
-            for path in sorted(class_dir.iterdir())
-            if path.suffix.lower() in IMAGE_SUFFIXES
+            Sample(path, label) for path in sorted(class_dir.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES
         ]
     return samples
 
@@ -165,9 +163,7 @@ def decode_cached(samples: list[Sample], input_size: int, cache_file: Path | Non
         if cached.get("key") is not None and bytes(cached["key"].tolist()).decode() == key:
             log.info("Loaded %d cached images from %s", len(samples), cache_file)
             return cached["images"]
-    images = torch.stack(
-        [resize_to_input(load_grayscale(s.path), input_size) for s in tqdm(samples, desc="decode")]
-    )
+    images = torch.stack([resize_to_input(load_grayscale(s.path), input_size) for s in tqdm(samples, desc="decode")])
     if cache_file:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         key_tensor = torch.tensor(list(key.encode()), dtype=torch.uint8)

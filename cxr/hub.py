@@ -43,9 +43,13 @@ def resolve_weights(
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
     except _HUB_ERRORS as error:
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         log.warning(
-            "Hub weights %s@%s unavailable (%s: %s); using bundled weights %s",
-            repo_id, revision or "main", type(error).__name__, str(error).splitlines()[0] if str(error) else "", fallback,
+            "Hub weights %s@%s unavailable (%s); using bundled weights %s",
+            repo_id,
+            revision or "main",
+            reason,
+            fallback,
         )
         return fallback
     log.info("Using Hub weights %s@%s from %s", repo_id, revision or "main", folder)

@@ -47,5 +47,6 @@ def read_xray(path: str | Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
         raise ImageReadError(f"The image data is damaged or truncated ({error}).") from error
     if min(gray.size) < MIN_SIDE:
-        raise ImageReadError(f"The image is {gray.size[0]} x {gray.size[1]} pixels; at least {MIN_SIDE} px per side is needed.")
+        width, height = gray.size
+        raise ImageReadError(f"The image is {width} x {height} pixels; at least {MIN_SIDE} px per side is needed.")
     return gray

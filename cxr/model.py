@@ -77,9 +77,7 @@ def preprocessing_for(model: torch.nn.Module) -> Preprocessing:
     """The model's preprocessing, derived from the data config that travels with it."""
     data_config = timm.data.resolve_model_data_config(model)
     channels, _, size = data_config["input_size"]
-    return Preprocessing(
-        input_size=size, mean=data_config["mean"][0], std=data_config["std"][0], in_chans=channels
-    )
+    return Preprocessing(input_size=size, mean=data_config["mean"][0], std=data_config["std"][0], in_chans=channels)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -27,7 +27,7 @@ def test_any_size_and_mode_gives_model_input(size, mode):
     assert batch.shape == (1, 1, 224, 224)
     assert batch.dtype == torch.float32
     assert torch.isfinite(batch).all()
-    assert -2.0 - 1e-6 <= batch.min() and batch.max() <= 2.0 + 1e-6  # (0 - 0.5)/0.25 .. (1 - 0.5)/0.25
+    assert batch.min() >= -2.0 - 1e-6 and batch.max() <= 2.0 + 1e-6  # (0 - 0.5)/0.25 .. (1 - 0.5)/0.25
 
 
 def test_sixteen_bit_is_scaled_not_clipped():

@@ -1,0 +1,69 @@
+"""Patient IDs, the patient-grouped split, and the bundled weights on their own validation split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cxr.data import decode_cached, list_samples, patient_id, split_by_patient
+from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
+from cxr.metrics import binary_metrics, probabilities
+from cxr.model import load_model, preprocessing_for
+
+
+@pytest.mark.parametrize(
+    ("name", "patient"),
+    [
+        ("person1000_bacteria_2931.jpeg", "person1000"),
+        ("person1000_virus_1681.jpeg", "person1000"),
+        ("IM-0115-0001.jpeg", "IM-0115"),
+        ("NORMAL2-IM-0587-0001-0002.jpeg", "NORMAL2-IM-0587"),
+        ("upload.png", "upload"),
+    ],
+)
+def test_patient_id_from_file_name(name, patient):
+    assert patient_id(name) == patient
+
+
+@pytest.fixture(scope="module")
+def train_samples(data_dir):
+    return list_samples(data_dir / "train")
+
+
+def test_split_keeps_patients_and_duplicates_on_one_side(train_samples, data_dir):
+    train, val = split_by_patient(train_samples, 0.15, seed=0)
+    assert len(train) + len(val) == len(train_samples)
+    assert not {s.patient for s in train} & {s.patient for s in val}
+    val_names = {s.path.name for s in val}
+    for line in (data_dir / "DUPLICATES.txt").read_text().splitlines():
+        sides = {name.split("/")[-1] in val_names for name in line.split()}
+        assert len(sides) == 1, line
+
+
+def test_split_is_stratified_and_seeded(train_samples):
+    train, val = split_by_patient(train_samples, 0.15, seed=0)
+    overall = np.mean([s.label for s in train_samples])
+    assert abs(np.mean([s.label for s in val]) - overall) < 0.03
+    assert 0.12 < len(val) / len(train_samples) < 0.18
+    assert [s.path for s in split_by_patient(train_samples, 0.15, seed=0)[1]] == [s.path for s in val]
+    assert [s.path for s in split_by_patient(train_samples, 0.15, seed=1)[1]] != [s.path for s in val]
+
+
+def test_bundled_weights_on_their_recorded_validation_split(train_samples):
+    """Validation AUC >= 0.90 on the patients the config says were held out (none used in training)."""
+    model, config = load_model(WEIGHTS_DIR / DEFAULT_MODEL)
+    split = config.train["split"]
+    held_out = set(split["val_patients"])
+    train, val = split_by_patient(train_samples, split["val_fraction"], split["seed"])
+    assert {s.patient for s in val} == held_out  # the split is reproducible from the config
+    assert not {s.patient for s in train} & held_out
+    pre = preprocessing_for(model)
+    images = decode_cached(val, pre.input_size)
+    with torch.no_grad():
+        logits = torch.cat([model(pre.batch(list(images[i : i + 128]))) for i in range(0, len(images), 128)])
+    metrics = binary_metrics(
+        probabilities(logits.squeeze(1).numpy(), config.temperature), np.array([s.label for s in val]), config.threshold
+    )
+    assert metrics["auc"] >= 0.90, metrics
+    assert metrics["auc"] == pytest.approx(config.val_metrics["auc"], abs=0.005)

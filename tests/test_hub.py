@@ -1,0 +1,101 @@
+"""Hub resolution, tested for real without internet: a pre-seeded cache and an unreachable endpoint.
+
+huggingface_hub reads its settings at import, so each case runs in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
+from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, build_model, save_model
+from tests.conftest import ROOT, free_port
+
+REPO = "cxr-test/tiny-model"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+RESOLVE = (
+    "import logging; logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s %(message)s')\n"
+    "from cxr import resolve_weights, load_model\n"
+    "folder = resolve_weights(); print(folder); print(load_model(folder)[1].architecture)\n"
+)
+
+
+def seed_hub_cache(cache: Path, repo_id: str, commit: str, source: Path, ref: str = "main") -> Path:
+    """Lay out a Hub cache entry exactly as huggingface_hub writes one (blobs, refs, snapshots)."""
+    repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo_dir / "blobs").mkdir()
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / ref).write_text(commit)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        data = (source / name).read_bytes()
+        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    return snapshot
+
+
+def resolve(env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "CXR_MODEL"))}
+    return subprocess.run(
+        [sys.executable, "-c", RESOLVE], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def hub_cache(tmp_path):
+    model_dir = tmp_path / "model"
+    save_model(
+        build_model(ModelConfig("test_resnet", input_size=64)), ModelConfig("test_resnet", input_size=64), model_dir
+    )
+    cache = tmp_path / "hub"
+    snapshot = seed_hub_cache(cache, REPO, COMMIT, model_dir)
+    return cache, snapshot
+
+
+def bundled_available() -> bool:
+    return (WEIGHTS_DIR / DEFAULT_MODEL / CONFIG_NAME).is_file()
+
+
+@pytest.mark.parametrize("revision", [COMMIT, "main"])
+def test_configured_repo_loads_from_offline_cache(hub_cache, revision):
+    cache, snapshot = hub_cache
+    result = resolve(
+        {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "CXR_MODEL_REPO": REPO, "CXR_MODEL_REVISION": revision}
+    )
+    assert result.returncode == 0, result.stderr
+    folder, architecture = result.stdout.split()
+    assert Path(folder).resolve() == snapshot.resolve()
+    assert architecture == "test_resnet"
+    assert "WARNING" not in result.stderr
+
+
+@pytest.mark.skipif(not bundled_available(), reason="no bundled weights yet")
+@pytest.mark.parametrize("case", ["missing-repo-offline", "unreachable-endpoint"])
+def test_hub_failure_falls_back_to_bundled_with_one_warning(tmp_path, case):
+    env = {"HF_HUB_CACHE": str(tmp_path / "empty"), "CXR_MODEL_REPO": REPO, "CXR_MODEL_REVISION": COMMIT}
+    if case == "missing-repo-offline":
+        env["HF_HUB_OFFLINE"] = "1"
+    else:  # nothing listens on this port: connection refused, as on a machine without network
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    result = resolve(env)
+    assert result.returncode == 0, result.stderr
+    folder, architecture = result.stdout.split()
+    assert Path(folder) == WEIGHTS_DIR / DEFAULT_MODEL
+    assert architecture == DEFAULT_MODEL
+    ours = [line for line in result.stderr.splitlines() if line.startswith("WARNING cxr.hub")]
+    assert len(ours) == 1 and REPO in ours[0], result.stderr
+
+
+def test_no_repo_configured_means_bundled(monkeypatch):
+    from cxr.hub import resolve_weights
+
+    monkeypatch.delenv("CXR_MODEL_REPO", raising=False)
+    assert resolve_weights() == WEIGHTS_DIR / DEFAULT_MODEL
