@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-import torch
 
-from cxr.data import decode_cached, list_samples, patient_id, split_by_patient
+from cxr.data import list_samples, patient_id, split_by_patient
+from cxr.evaluate import evaluate, validation_samples
 from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
-from cxr.metrics import binary_metrics, probabilities
-from cxr.model import load_model, preprocessing_for
+from cxr.model import ModelConfig
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -50,20 +54,21 @@ def test_split_is_stratified_and_seeded(train_samples):
     assert [s.path for s in split_by_patient(train_samples, 0.15, seed=1)[1]] != [s.path for s in val]
 
 
-def test_bundled_weights_on_their_recorded_validation_split(train_samples):
+def test_bundled_weights_on_their_recorded_validation_split(data_dir, train_samples):
     """Validation AUC >= 0.90 on the patients the config says were held out (none used in training)."""
-    model, config = load_model(WEIGHTS_DIR / DEFAULT_MODEL)
-    split = config.train["split"]
-    held_out = set(split["val_patients"])
-    train, val = split_by_patient(train_samples, split["val_fraction"], split["seed"])
-    assert {s.patient for s in val} == held_out  # the split is reproducible from the config
-    assert not {s.patient for s in train} & held_out
-    pre = preprocessing_for(model)
-    images = decode_cached(val, pre.input_size)
-    with torch.no_grad():
-        logits = torch.cat([model(pre.batch(list(images[i : i + 128]))) for i in range(0, len(images), 128)])
-    metrics = binary_metrics(
-        probabilities(logits.squeeze(1).numpy(), config.temperature), np.array([s.label for s in val]), config.threshold
-    )
+    weights = WEIGHTS_DIR / DEFAULT_MODEL
+    config = ModelConfig.from_json(weights / "config.json")
+    val = validation_samples(data_dir, config)  # raises if the split cannot be rebuilt exactly
+    used_in_training = {s.patient for s in train_samples} - set(config.train["split"]["val_patients"])
+    assert not {s.patient for s in val} & used_in_training
+    metrics = evaluate(weights, val)
     assert metrics["auc"] >= 0.90, metrics
     assert metrics["auc"] == pytest.approx(config.val_metrics["auc"], abs=0.005)
+
+
+def test_evaluate_command_prints_json(data_dir):
+    command = [sys.executable, "-m", "cxr.evaluate", "--data", str(data_dir.parent / "val_originals"), "--json"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["n"] == 16 and 0.0 <= metrics["accuracy"] <= 1.0

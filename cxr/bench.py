@@ -1,0 +1,102 @@
+"""Latency on this machine: plain forward, predict + Grad-CAM, and app cold start to first answer.
+
+python -m cxr.bench [--weights DIR] [--runs 30] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxr.hub import resolve_weights
+from cxr.inference import Predictor
+from cxr.io import read_xray
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _p50_ms(fn, runs: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def model_latency(weights: Path, image_path: Path, runs: int) -> dict[str, float]:
+    """p50 of a plain forward and of the full predict + Grad-CAM + overlay path, one image."""
+    predictor = Predictor.from_folder(weights)
+    image = read_xray(image_path)
+    batch = predictor.preprocess(image)
+
+    def forward():
+        with torch.no_grad():
+            predictor.model(batch)
+
+    return {
+        "forward_ms_p50": _p50_ms(forward, runs),
+        "predict_cam_ms_p50": _p50_ms(lambda: predictor.predict(image), runs),
+        "explain_ms_p50": _p50_ms(lambda: predictor.explain(read_xray(image_path)), runs),
+    }
+
+
+def cold_start(image_path: Path) -> float:
+    """Seconds from launching ``python app.py`` to the first /predict answer through gradio_client."""
+    from gradio_client import Client, handle_file
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("app.py exited before answering")
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:  # not listening yet
+                time.sleep(0.1)
+        client.predict(handle_file(str(image_path)), api_name="/predict")
+        return time.perf_counter() - start
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--image", default=None, help="default: the first bundled example")
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    weights = Path(args.weights) if args.weights else resolve_weights()
+    image = Path(args.image) if args.image else sorted((ROOT / "examples").glob("*.jpeg"))[0]
+    results = {"weights": str(weights), "torch_threads": torch.get_num_threads()}
+    results |= model_latency(weights, image, args.runs)
+    results["cold_start_s"] = cold_start(image)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key:20s} {value:.1f}" if isinstance(value, float) else f"{key:20s} {value}")
+
+
+if __name__ == "__main__":
+    main()

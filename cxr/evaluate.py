@@ -1,0 +1,81 @@
+"""Evaluate weights on a Kaggle-layout folder, or on the validation split their config records.
+
+    python -m cxr.evaluate --data ../shared/data/chest_xray --split val
+    python -m cxr.evaluate --data ../shared/data/val_originals --json
+
+Uses the weights' own preprocessing, temperature and threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cxr.data import Sample, list_samples, load_grayscale, resize_to_input, split_by_patient
+from cxr.hub import resolve_weights
+from cxr.metrics import binary_metrics, probabilities
+from cxr.model import ModelConfig, load_model, preprocessing_for
+
+log = logging.getLogger(__name__)
+
+
+def validation_samples(data_dir: str | Path, config: ModelConfig) -> list[Sample]:
+    """The patient-grouped validation split recorded in ``config``, rebuilt from ``data_dir/train``."""
+    split = config.train["split"]
+    _, val = split_by_patient(list_samples(Path(data_dir) / "train"), split["val_fraction"], split["seed"])
+    if {s.patient for s in val} != set(split["val_patients"]):
+        raise ValueError(f"{data_dir}: the validation split differs from the one recorded in the config")
+    return val
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: torch.nn.Module, config: ModelConfig, samples: list[Sample], batch_size: int = 64
+) -> np.ndarray:
+    """Calibrated P(pneumonia) for each sample, decoded and preprocessed as in the app."""
+    pre = preprocessing_for(model)
+    logits = []
+    for start in tqdm(range(0, len(samples), batch_size), desc="evaluate", unit="batch"):
+        chunk = samples[start : start + batch_size]
+        batch = pre.batch([resize_to_input(load_grayscale(s.path), pre.input_size) for s in chunk])
+        logits.append(model(batch).squeeze(1))
+    return probabilities(torch.cat(logits).numpy(), config.temperature)
+
+
+def evaluate(weights: str | Path, samples: list[Sample]) -> dict[str, float]:
+    """Metrics of ``weights`` on ``samples`` at the weights' own threshold."""
+    model, config = load_model(weights)
+    probs = predict_probabilities(model, config, samples)
+    return binary_metrics(probs, np.array([s.label for s in samples]), config.threshold)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="folder with NORMAL/ and PNEUMONIA/ (or train/ for --split)")
+    parser.add_argument("--weights", default=None, help="weights folder (default: what the app loads)")
+    parser.add_argument("--split", choices=["val"], default=None, help="the config's validation split of DATA/train")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    weights = Path(args.weights) if args.weights else resolve_weights()
+    if args.split == "val":
+        samples = validation_samples(args.data, ModelConfig.from_json(weights / "config.json"))
+    else:
+        samples = list_samples(args.data)
+    metrics = evaluate(weights, samples)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
+
+
+if __name__ == "__main__":
+    main()
