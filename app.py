@@ -21,12 +21,17 @@ NOTICE = (
 )
 
 
-def predict(image_path: str | None) -> tuple[dict[str, float], Image.Image]:
-    """Chest X-ray file → ({PNEUMONIA: p, NORMAL: 1 - p}, Grad-CAM overlay)."""
-    if not image_path:
+def predict(upload: dict | str | None) -> tuple[dict[str, float], Image.Image]:
+    """Chest X-ray file → ({PNEUMONIA: p, NORMAL: 1 - p}, Grad-CAM overlay).
+
+    Runs with ``preprocess=False``: Gradio checks and caches the upload but does not decode it,
+    so every file, readable or not, reaches ``cxr.io`` and bad ones get its clear message.
+    """
+    path = upload.get("path") if isinstance(upload, dict) else upload
+    if not path:
         raise gr.Error("Upload a chest X-ray image first.")
     try:
-        image = read_xray(image_path)
+        image = read_xray(path)
     except ImageReadError as error:
         raise gr.Error(str(error)) from error
     prediction, overlay = predictor.explain(image)
@@ -41,7 +46,8 @@ def decision(confidences: dict[str, float] | None) -> str:
     return f"### Decision: {call}\nP(pneumonia) = {p:.3f}; the model's screening threshold is {THRESHOLD:.3f}."
 
 
-with gr.Blocks(title="Pneumonia screening on chest X-rays") as demo:
+# Uploads and overlays live in Gradio's cache only briefly: swept every minute once 2 minutes old.
+with gr.Blocks(title="Pneumonia screening on chest X-rays", delete_cache=(60, 120)) as demo:
     gr.Markdown("# Pneumonia screening on chest X-rays\n" + NOTICE)
     with gr.Row():
         with gr.Column():
@@ -53,7 +59,7 @@ with gr.Blocks(title="Pneumonia screening on chest X-rays") as demo:
             label = gr.Label(label="Probability", show_heading=False)
             verdict = gr.Markdown()
             cam = gr.Image(type="pil", format="png", label="Grad-CAM: where the model looked")
-    analyze.click(predict, image, [label, cam], api_name="predict").then(
+    analyze.click(predict, image, [label, cam], api_name="predict", preprocess=False).then(
         decision, label, verdict, api_visibility="private"
     )
     if EXAMPLES:

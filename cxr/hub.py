@@ -31,15 +31,17 @@ def resolve_weights(
 ) -> Path:
     """The folder to load from.
 
-    ``repo_id`` and ``revision`` default to ``CXR_MODEL_REPO`` and ``CXR_MODEL_REVISION``. Without
-    a repo, or when the Hub (or its cache, offline) cannot provide it, the bundled weights are used
-    and one warning says why.
+    ``repo_id`` and ``revision`` default to ``CXR_MODEL_REPO`` and ``CXR_MODEL_REVISION``; a
+    ``repo_id`` that is a local folder is used as it is. Without a repo, or when the Hub (or its
+    cache, offline) cannot provide it, the bundled weights are used and one warning says why.
     """
     repo_id = repo_id or os.environ.get("CXR_MODEL_REPO") or None
     revision = revision or os.environ.get("CXR_MODEL_REVISION") or None
     fallback = Path(bundled) if bundled else WEIGHTS_DIR / DEFAULT_MODEL
     if not repo_id:
         return fallback
+    if Path(repo_id).is_dir():
+        return Path(repo_id)
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
     except _HUB_ERRORS as error:

@@ -43,7 +43,9 @@ def read_xray(path: str | Path) -> Image.Image:
     except ImageReadError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageReadError(f"This file is not an image that can be read ({type(error).__name__}).") from error
+        raise ImageReadError(
+            "This file is not an image that can be read. Upload a chest X-ray as JPEG, PNG, TIFF, WebP or BMP."
+        ) from error
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
         raise ImageReadError(f"The image data is damaged or truncated ({error}).") from error
     if min(gray.size) < MIN_SIDE:
