@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
+from cxr.card import write_model_card
 from cxr.data import Augment, decode_cached, list_samples, normalize, split_by_patient
 from cxr.metrics import binary_metrics, fit_temperature, probabilities, screening_threshold
 from cxr.model import ModelConfig, build_model, freeze_before, save_model
@@ -213,6 +214,7 @@ config.train = {
     },
 }
 save_model(model, config, out)
+write_model_card(out)
 for stale in (out / "checkpoint").glob("*"):
     stale.unlink()
 (out / "checkpoint").rmdir()

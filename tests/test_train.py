@@ -35,7 +35,7 @@ def test_train_smoke_run(data_dir, tmp_path):
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("model.safetensors", "config.json", "metrics.json", "training_curve.png"):
+    for name in ("model.safetensors", "config.json", "metrics.json", "training_curve.png", "README.md"):
         assert (out / name).is_file(), name
     assert not (out / "checkpoint").exists()
     config = json.loads((out / "config.json").read_text())
