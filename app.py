@@ -47,7 +47,8 @@ def decision(confidences: dict[str, float] | None) -> str:
 
 
 # Uploads and overlays live in Gradio's cache only briefly: swept every minute once 2 minutes old.
-with gr.Blocks(title="Pneumonia screening on chest X-rays", delete_cache=(60, 120)) as demo:
+# No analytics, no run history: the app keeps nothing about its users.
+with gr.Blocks(title="Pneumonia screening on chest X-rays", delete_cache=(60, 120), analytics_enabled=False) as demo:
     gr.Markdown("# Pneumonia screening on chest X-rays\n" + NOTICE)
     with gr.Row():
         with gr.Column():
@@ -71,4 +72,4 @@ with gr.Blocks(title="Pneumonia screening on chest X-rays", delete_cache=(60, 12
     )
 
 if __name__ == "__main__":
-    demo.queue(default_concurrency_limit=1).launch(max_file_size="50mb")
+    demo.queue(default_concurrency_limit=1).launch(max_file_size="50mb", run_history=False)
