@@ -14,7 +14,6 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpeg"))
 predictor = Predictor.from_folder(resolve_weights())
-THRESHOLD = predictor.config.threshold
 NOTICE = (
     "**Research demo, not a diagnostic device.** Trained on pediatric chest X-rays (ages 1-5) from one "
     "hospital; it has not been validated for clinical use. Uploads are analysed in memory and not kept."
@@ -39,16 +38,19 @@ def predict(upload: dict | str | None) -> tuple[dict[str, float], Image.Image]:
 
 
 def decision(confidences: dict[str, float] | None) -> str:
+    """The screening decision shown under the probabilities."""
     if not confidences:
         return ""
     p = confidences["PNEUMONIA"]
-    call = "PNEUMONIA" if p >= THRESHOLD else "NORMAL"
-    return f"### Decision: {call}\nP(pneumonia) = {p:.3f}; the model's screening threshold is {THRESHOLD:.3f}."
+    return (
+        f"### Decision: {predictor.decide(p)}\n"
+        f"P(pneumonia) = {p:.3f}; the model's screening threshold is {predictor.config.threshold:.3f}."
+    )
 
 
-# Uploads and overlays live in Gradio's cache only briefly: swept every minute once 2 minutes old.
+# Uploads and overlays live in Gradio's cache only briefly: swept every 10 minutes once 10 minutes old.
 # No analytics, no run history: the app keeps nothing about its users.
-with gr.Blocks(title="Pneumonia screening on chest X-rays", delete_cache=(60, 120), analytics_enabled=False) as demo:
+with gr.Blocks(title="Pneumonia screening on chest X-rays", delete_cache=(600, 600), analytics_enabled=False) as demo:
     gr.Markdown("# Pneumonia screening on chest X-rays\n" + NOTICE)
     with gr.Row():
         with gr.Column():
@@ -60,9 +62,11 @@ with gr.Blocks(title="Pneumonia screening on chest X-rays", delete_cache=(60, 12
             label = gr.Label(label="Probability", show_heading=False)
             verdict = gr.Markdown()
             cam = gr.Image(type="pil", format="png", label="Grad-CAM: where the model looked")
-    analyze.click(predict, image, [label, cam], api_name="predict", preprocess=False).then(
+    analyze.click(predict, image, [label, cam], api_name="predict", preprocess=False).success(
         decision, label, verdict, api_visibility="private"
     )
+    # A new image clears the previous answer, so no result stands beside the wrong X-ray.
+    image.change(lambda: (None, None, ""), None, [label, cam, verdict], api_visibility="private")
     if EXAMPLES:
         gr.Examples(EXAMPLES, inputs=image, label="Example X-rays (Kermany et al. 2018, CC BY 4.0)")
     gr.Markdown(

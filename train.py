@@ -14,19 +14,25 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cxr.calibrate import calibrate
 from cxr.card import write_model_card
 from cxr.data import Augment, decode_cached, list_samples, normalize, split_by_patient
-from cxr.metrics import binary_metrics, fit_temperature, probabilities, screening_threshold
-from cxr.model import ModelConfig, build_model, freeze_before, save_model
+from cxr.metrics import binary_metrics, probabilities
+from cxr.model import CONFIG_NAME, ModelConfig, build_model, freeze_before, load_model, save_model
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
 
 # ---------------------------------------------------------------- config
@@ -118,6 +124,7 @@ scheduler = torch.optim.lr_scheduler.OneCycleLR(
 ema = ModelEmaV3(model, decay=args.ema) if args.ema else None
 pos_weight = torch.tensor([n_neg / n_pos]) if args.pos_weight == "auto" else None
 augment = Augment(hflip=args.hflip)
+checkpoint_dir = Path(args.cache_dir) / "checkpoints" / out.name
 
 
 def epoch_order() -> torch.Tensor:
@@ -183,19 +190,14 @@ for epoch in range(1, args.epochs + 1):
     if val["auc"] > best_auc:
         best_auc, best_epoch = val["auc"], epoch
         best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
-        save_model(evaluated, config, out / "checkpoint")  # survives a stopped session
+        save_model(evaluated, config, checkpoint_dir)  # survives a stopped session
     if args.max_minutes and (time.time() - started) / 60 > args.max_minutes:
         log.warning("stopping after epoch %d: --max-minutes %.0f reached", epoch, args.max_minutes)
         break
 
-# ---------------------------------------------------------------- calibrate and save
+# ---------------------------------------------------------------- save, then calibrate the weights as shipped
 model.load_state_dict(best_state)
-val_logits = predict_logits(model, val_x)
-config.temperature = fit_temperature(val_logits, val_y)
-val_probs = probabilities(val_logits, config.temperature)
-config.threshold = screening_threshold(val_probs, val_y, args.target_sensitivity)
 minutes = (time.time() - started) / 60
-config.val_metrics = binary_metrics(val_probs, val_y, config.threshold)
 config.train = {
     "data": "Kermany et al. 2018, chest_xray/train (CC BY 4.0, doi:10.17632/rscbjbr9sj.2)",
     "args": vars(args),
@@ -209,24 +211,18 @@ config.train = {
     "split": {
         "seed": args.split_seed,
         "val_fraction": args.val_fraction,
+        "val_share": round(len(val_y) / (len(val_y) + len(train_y)), 4),
         "grouped_by": "patient",
         "val_patients": sorted({s.patient for s in val_samples}),
     },
 }
 save_model(model, config, out)
+shipped, _ = load_model(out)  # fp16 storage: calibrate and report what users will run
+calibrate(config, predict_logits(shipped, val_x), val_y, args.target_sensitivity)
+config.to_json(out / CONFIG_NAME)
 write_model_card(out)
-for stale in (out / "checkpoint").glob("*"):
-    stale.unlink()
-(out / "checkpoint").rmdir()
-
-(out / "metrics.json").write_text(
-    json.dumps({"history": history, "val": config.val_metrics, "temperature": config.temperature}, indent=2) + "\n"
-)
-import matplotlib  # noqa: E402  (plotting only at the end of a run)
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
+shutil.rmtree(checkpoint_dir, ignore_errors=True)
+(out / "metrics.json").write_text(json.dumps({"history": history, "val": config.val_metrics}, indent=2) + "\n")
 fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
 epochs = [h["epoch"] for h in history]
 ax[0].plot(epochs, [h["loss"] for h in history], marker="o")
@@ -235,7 +231,14 @@ ax[1].plot(epochs, [h["val_auc"] for h in history], marker="o", color="tab:green
 ax[1].set(title="validation AUC (patient-grouped)", xlabel="epoch")
 fig.tight_layout()
 fig.savefig(out / "training_curve.png", dpi=100)
-log.info("saved %s: val %s, T=%.3f, %.1f min", out, config.val_metrics, config.temperature, minutes)
+log.info(
+    "saved %s: val %s, T=%.3f, bias=%.3f, %.1f min",
+    out,
+    config.val_metrics,
+    config.temperature,
+    config.logit_bias,
+    minutes,
+)
 
 if args.push_to_hub:
     from huggingface_hub import HfApi

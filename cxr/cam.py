@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import torch
@@ -14,7 +16,27 @@ MAX_OVERLAY_SIDE = 1024  # the overlay keeps the upload's aspect ratio, capped f
 
 def target_layer_name(model: torch.nn.Module) -> str:
     """The last feature stage timm reports for this model (e.g. ``layer4``, ``blocks.6``)."""
-    return model.feature_info[-1]["module"]
+    name = model.feature_info[-1]["module"]
+    if getattr(model, "global_pool", None) == "token" and hasattr(model.get_submodule(name), "norm1"):
+        # After a ViT's last block only the class token reaches the head; its patch tokens get no
+        # gradient there. Explain the last block's input instead (the usual ViT Grad-CAM layer).
+        name += ".norm1"
+    return name
+
+
+def to_channels_first(model: torch.nn.Module):
+    """Grad-CAM wants (N, C, H, W): reshape ViT tokens and NHWC stages (Swin and friends)."""
+    prefix_tokens = getattr(model, "num_prefix_tokens", 0)
+    nhwc = str(getattr(model, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC")
+
+    def transform(activation: torch.Tensor) -> torch.Tensor:
+        if activation.ndim == 3:  # (N, tokens, C): drop class/register tokens, lay patches on a grid
+            patches = activation[:, prefix_tokens:]
+            side = math.isqrt(patches.shape[1])
+            return patches.reshape(patches.shape[0], side, side, -1).permute(0, 3, 1, 2)
+        return activation.permute(0, 3, 1, 2) if nhwc else activation
+
+    return transform
 
 
 class DecisionTarget:
@@ -31,7 +53,7 @@ class DecisionTarget:
 def logit_and_cam(model: torch.nn.Module, batch: torch.Tensor, decision_logit: float) -> tuple[float, np.ndarray]:
     """One forward and one backward: the raw logit and a Grad-CAM map in [0, 1] at input size."""
     layer = model.get_submodule(target_layer_name(model))
-    with GradCAM(model=model, target_layers=[layer]) as cam:
+    with GradCAM(model=model, target_layers=[layer], reshape_transform=to_channels_first(model)) as cam:
         maps = cam(input_tensor=batch, targets=[DecisionTarget(decision_logit)])
         logit = float(cam.outputs.squeeze().item())
     return logit, maps[0]

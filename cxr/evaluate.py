@@ -35,23 +35,21 @@ def validation_samples(data_dir: str | Path, config: ModelConfig) -> list[Sample
 
 
 @torch.no_grad()
-def predict_probabilities(
-    model: torch.nn.Module, config: ModelConfig, samples: list[Sample], batch_size: int = 64
-) -> np.ndarray:
-    """Calibrated P(pneumonia) for each sample, decoded and preprocessed as in the app."""
+def predict_logits(model: torch.nn.Module, samples: list[Sample], batch_size: int = 64) -> np.ndarray:
+    """Raw logits for each sample, decoded and preprocessed as in the app."""
     pre = preprocessing_for(model)
     logits = []
     for start in tqdm(range(0, len(samples), batch_size), desc="evaluate", unit="batch"):
         chunk = samples[start : start + batch_size]
         batch = pre.batch([resize_to_input(load_grayscale(s.path), pre.input_size) for s in chunk])
         logits.append(model(batch).squeeze(1))
-    return probabilities(torch.cat(logits).numpy(), config.temperature)
+    return torch.cat(logits).numpy()
 
 
 def evaluate(weights: str | Path, samples: list[Sample]) -> dict[str, float]:
     """Metrics of ``weights`` on ``samples`` at the weights' own threshold."""
     model, config = load_model(weights)
-    probs = predict_probabilities(model, config, samples)
+    probs = probabilities(predict_logits(model, samples), config.temperature, config.logit_bias)
     return binary_metrics(probs, np.array([s.label for s in samples]), config.threshold)
 
 

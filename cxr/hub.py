@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-import httpx
+import httpx2
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RevisionResolutionError
 
@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "efficientnet_lite0"
-_HUB_ERRORS = (OSError, EntryNotFoundError, HFValidationError, RevisionResolutionError, httpx.HTTPError)
+# Everything snapshot_download raises when the Hub or its cache cannot provide the files.
+_HUB_ERRORS = (OSError, EntryNotFoundError, HFValidationError, RevisionResolutionError, httpx2.HTTPError)
 
 
 def bundled_models(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
@@ -51,6 +52,16 @@ def resolve_weights(
             repo_id,
             revision or "main",
             reason,
+            fallback,
+        )
+        return fallback
+    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (Path(folder) / name).is_file()]
+    if missing:
+        log.warning(
+            "Hub repo %s@%s has no %s; using bundled weights %s",
+            repo_id,
+            revision or "main",
+            " or ".join(missing),
             fallback,
         )
         return fallback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from dataclasses import dataclass
@@ -34,11 +35,13 @@ class Predictor:
         self.model, self.config = model.eval(), config
         self.preprocess = preprocessing_for(model)
         # Grad-CAM needs gradients only from the last stage on: the backward stops there.
-        freeze_before(model, target_layer_name(model))
+        with contextlib.suppress(ValueError):  # a parameter-free target stage: keep full gradients
+            freeze_before(model, target_layer_name(model))
         # Grad-CAM hooks live on the shared model, so one request at a time may hold them.
         self._lock = threading.Lock()
-        t, p = config.temperature, min(max(config.threshold, 1e-6), 1 - 1e-6)
-        self._decision_logit = t * math.log(p / (1 - p))
+        # P >= threshold  <=>  raw logit >= this value (the sign Grad-CAM explains)
+        p = min(max(config.threshold, 1e-6), 1 - 1e-6)
+        self._decision_logit = config.temperature * (math.log(p / (1 - p)) - config.logit_bias)
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Predictor:
@@ -49,9 +52,12 @@ class Predictor:
         batch = self.preprocess(image)
         with self._lock:
             logit, cam_map = logit_and_cam(self.model, batch, self._decision_logit)
-        probability = float(probabilities(logit, self.config.temperature))
-        label = self.config.labels[int(probability >= self.config.threshold)]
-        return Prediction(probability, label, self.config.threshold, cam_map)
+        probability = float(probabilities(logit, self.config.temperature, self.config.logit_bias))
+        return Prediction(probability, self.decide(probability), self.config.threshold, cam_map)
+
+    def decide(self, probability: float) -> str:
+        """The label at the model's screening threshold."""
+        return self.config.labels[int(probability >= self.config.threshold)]
 
     def explain(self, image: Image.Image) -> tuple[Prediction, Image.Image]:
         """The prediction and its Grad-CAM overlay on ``image``."""

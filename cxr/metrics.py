@@ -3,30 +3,33 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import expit
-from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 
-def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Calibrated P(pneumonia) from raw logits."""
-    return expit(np.asarray(logits, dtype=np.float64) / temperature)
+def probabilities(logits: np.ndarray | float, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    """Calibrated P(pneumonia) = sigmoid(logit / temperature + bias)."""
+    return expit(np.asarray(logits, dtype=np.float64) / temperature + bias)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature that minimizes validation negative log-likelihood."""
-    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Platt scaling fitted on validation: (temperature, bias) minimizing the log-loss.
 
-    def nll(log_t: float) -> float:
-        return log_loss(labels, probabilities(logits, np.exp(log_t)), labels=[0, 1])
+    A bias is needed besides the temperature: a class-weighted loss shifts every logit.
+    """
+    from sklearn.linear_model import LogisticRegression
 
-    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(result.x))
+    x = np.asarray(logits, dtype=np.float64).reshape(-1, 1)
+    platt = LogisticRegression(C=np.inf).fit(x, np.asarray(labels))
+    slope = float(platt.coef_[0, 0])
+    if slope <= 0:  # a model no better than chance: keep its logits as they are
+        return 1.0, 0.0
+    return 1.0 / slope, float(platt.intercept_[0])
 
 
 def screening_threshold(probs: np.ndarray, labels: np.ndarray, target_sensitivity: float = 0.97) -> float:
     """The highest threshold that still reaches ``target_sensitivity``: best specificity at that recall."""
-    _, tpr, thresholds = roc_curve(labels, probs)
+    _, tpr, thresholds = roc_curve(labels, probs, drop_intermediate=False)
     reaching = thresholds[tpr >= target_sensitivity]
     return float(min(reaching.max(), 1.0))
 

@@ -37,6 +37,7 @@ class ModelConfig:
     labels: list[str] = field(default_factory=lambda: list(LABELS))
     threshold: float = 0.5
     temperature: float = 1.0
+    logit_bias: float = 0.0  # calibrated P = sigmoid(logit / temperature + logit_bias)
     weights_sha256: str = ""
     train: dict = field(default_factory=dict)
     val_metrics: dict = field(default_factory=dict)
@@ -61,14 +62,12 @@ def build_model(config: ModelConfig) -> torch.nn.Module:
         "mean": (config.mean,) * channels,
         "std": (config.std,) * channels,
     }
+    kwargs = dict(pretrained=False, num_classes=1, in_chans=channels, pretrained_cfg_overlay=overlay)
     try:
-        return timm.create_model(
-            config.architecture,
-            pretrained=False,
-            num_classes=1,
-            in_chans=channels,
-            pretrained_cfg_overlay=overlay,
-        )
+        try:  # transformers fix their grid at build time; convolutional nets take no img_size
+            return timm.create_model(config.architecture, img_size=config.input_size, **kwargs)
+        except TypeError:
+            return timm.create_model(config.architecture, **kwargs)
     except RuntimeError as error:  # timm's "Unknown model (...)"
         raise ModelLoadError(f"unknown backbone {config.architecture!r}: {error}") from error
 

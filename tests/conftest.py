@@ -53,7 +53,8 @@ def start_app(env: dict[str, str] | None = None, timeout: float = 180) -> tuple[
 
     port = free_port()
     log_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"cxr-app-{port}.log"
-    full_env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CXR_MODEL", "HF_"))}
+    full_env = {**inherited, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     with open(log_file, "w") as log:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=full_env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}/"

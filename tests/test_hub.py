@@ -60,10 +60,6 @@ def hub_cache(tmp_path):
     return cache, snapshot
 
 
-def bundled_available() -> bool:
-    return (WEIGHTS_DIR / DEFAULT_MODEL / CONFIG_NAME).is_file()
-
-
 @pytest.mark.parametrize("revision", [COMMIT, "main"])
 def test_configured_repo_loads_from_offline_cache(hub_cache, revision):
     cache, snapshot = hub_cache
@@ -77,7 +73,6 @@ def test_configured_repo_loads_from_offline_cache(hub_cache, revision):
     assert "WARNING" not in result.stderr
 
 
-@pytest.mark.skipif(not bundled_available(), reason="no bundled weights yet")
 @pytest.mark.parametrize("case", ["missing-repo-offline", "unreachable-endpoint"])
 def test_hub_failure_falls_back_to_bundled_with_one_warning(tmp_path, case):
     env = {"HF_HUB_CACHE": str(tmp_path / "empty"), "CXR_MODEL_REPO": REPO, "CXR_MODEL_REVISION": COMMIT}

@@ -45,3 +45,41 @@ def test_train_smoke_run(data_dir, tmp_path):
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
     prediction = Predictor.from_folder(out).predict(read_xray(EXAMPLES[0]))
     assert prediction.cam.shape == (96, 96) and 0 <= prediction.probability <= 1
+
+
+def test_shipped_recipe_flags_run(data_dir, tmp_path):
+    """The shipped recipe's switches (ImageNet start, frozen stem) and the other balancing options."""
+    out = tmp_path / "lite0"
+    command = [
+        sys.executable,
+        "train.py",
+        "--model",
+        "efficientnet_lite0",
+        "--pretrained",
+        "--freeze-until",
+        "blocks.2",
+        "--sampler",
+        "balanced",
+        "--pos-weight",
+        "none",
+        "--hflip",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--limit",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--input-size",
+        "64",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Loaded ImageNet EfficientNet-Lite0 weights" in result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["loss"] == "bce" and config["train"]["sampler"] == "balanced"
