@@ -9,6 +9,7 @@ not touched, only config.json).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def main() -> None:
     logits = predict_logits(model, samples)
     calibrate(config, logits, np.array([s.label for s in samples]), config.train["args"]["target_sensitivity"])
     config.to_json(weights / CONFIG_NAME)
+    metrics_file = weights / "metrics.json"
+    if metrics_file.exists():  # keep the training record's final figures in step with the config
+        record = json.loads(metrics_file.read_text())
+        record = {"history": record.get("history", []), "val": config.val_metrics}
+        metrics_file.write_text(json.dumps(record, indent=2) + "\n")
     write_model_card(weights)
     log.info(
         "recalibrated %s: T=%.3f bias=%.3f threshold=%.3f %s",
