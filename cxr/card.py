@@ -35,14 +35,15 @@ test split (624 images) was not available here; nothing was tuned on it.
 {recipe}
 
 ## Validation metrics (patient-grouped split, at the shipped threshold)
-| AUC | accuracy | sensitivity | specificity | threshold | temperature |
-|---|---|---|---|---|---|
-| {auc:.4f} | {accuracy:.4f} | {sensitivity:.4f} | {specificity:.4f} | {threshold:.3f} | {temperature:.3f} |
+| AUC | accuracy | sensitivity | specificity | threshold | temperature | logit bias |
+|---|---|---|---|---|---|---|
+| {auc:.4f} | {accuracy:.4f} | {sensitivity:.4f} | {specificity:.4f} | {threshold:.3f} | {temperature:.3f} | {bias:.3f} |
 
 Reproduce: `python -m cxr.evaluate --data ../shared/data/chest_xray --split val --weights {folder}`.
 The threshold is the highest one that keeps validation sensitivity >= {target:.2f} (screening:
-missing pneumonia costs more than a false alarm); probabilities are temperature-scaled
-(NLL-fitted on validation).
+missing pneumonia costs more than a false alarm). Probabilities are Platt-scaled,
+P = sigmoid(logit / temperature + bias), fitted by log-loss on the same validation split and on
+the fp16 weights as shipped (`python -m cxr.calibrate` repeats that step on saved weights).
 
 ## Limits
 - Validation carved from the training distribution is much easier than unseen data: expect
@@ -98,6 +99,7 @@ def write_model_card(folder: str | Path) -> Path:
         target=config.train["args"]["target_sensitivity"],
         threshold=config.threshold,
         temperature=config.temperature,
+        bias=config.logit_bias,
         folder=folder.as_posix(),
         **{k: metrics[k] for k in ("auc", "accuracy", "sensitivity", "specificity")},
     )
