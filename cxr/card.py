@@ -37,7 +37,7 @@ test split (624 images) was not available here; nothing was tuned on it.
 ## Validation metrics (patient-grouped split, at the shipped threshold)
 | AUC | accuracy | sensitivity | specificity | threshold | temperature | logit bias |
 |---|---|---|---|---|---|---|
-| {auc:.4f} | {accuracy:.4f} | {sensitivity:.4f} | {specificity:.4f} | {threshold:.3f} | {temperature:.3f} | {bias:.3f} |
+| {auc:.4f} | {accuracy:.4f} | {sensitivity:.4f} | {specificity:.4f} | {threshold:.3f} | {temperature:.3f} | {bias:.3f}
 
 Reproduce: `python -m cxr.evaluate --data ../shared/data/chest_xray --split val --weights {folder}`.
 The threshold is the highest one that keeps validation sensitivity >= {target:.2f} (screening:
