@@ -6,7 +6,6 @@ python -m cxr.bench [--weights DIR] [--runs 30] [--json]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxr.evaluate import print_report
 from cxr.hub import resolve_weights
 from cxr.inference import Predictor
 from cxr.io import read_xray
@@ -127,11 +127,7 @@ def main() -> None:
     results = {"weights": str(weights), "torch_threads": torch.get_num_threads()}
     results |= model_latency(weights, image, args.runs)
     results["cold_start_s"] = cold_start(image)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        for key, value in results.items():
-            print(f"{key:20s} {value:.1f}" if isinstance(value, float) else f"{key:20s} {value}")
+    print_report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -67,12 +67,16 @@ def main() -> None:
         samples = validation_samples(args.data, ModelConfig.from_json(weights / "config.json"))
     else:
         samples = list_samples(args.data)
-    metrics = evaluate(weights, samples)
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        for key, value in metrics.items():
-            print(f"{key:12s} {value:.4f}" if isinstance(value, float) else f"{key:12s} {value}")
+    print_report(evaluate(weights, samples), args.json)
+
+
+def print_report(results: dict, as_json: bool) -> None:
+    """One JSON object on the last stdout line, or an aligned key/value table."""
+    if as_json:
+        print(json.dumps(results))
+        return
+    for key, value in results.items():
+        print(f"{key:20s} {value:.4f}" if isinstance(value, float) else f"{key:20s} {value}")
 
 
 if __name__ == "__main__":

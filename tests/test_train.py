@@ -5,39 +5,51 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from cxr.inference import Predictor
 from cxr.io import read_xray
 from tests.conftest import EXAMPLES, ROOT
 
 
-def test_train_smoke_run(data_dir, tmp_path):
-    out = tmp_path / "run"
+def run_train(data_dir: Path, tmp_path: Path, name: str, *flags: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run train.py on a few real images; returns its output folder and the finished process."""
+    out = tmp_path / name
     command = [
         sys.executable,
         "train.py",
-        "--model",
-        "test_efficientnet",
         "--data",
         str(data_dir),
         "--out",
         str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--batch-size",
+        "16",
+        *flags,
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_train_smoke_run(data_dir, tmp_path):
+    out, _ = run_train(
+        data_dir,
+        tmp_path,
+        "run",
+        "--model",
+        "test_efficientnet",
         "--limit",
         "48",
         "--epochs",
         "2",
-        "--batch-size",
-        "16",
         "--input-size",
         "96",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    )
     for name in ("model.safetensors", "config.json", "metrics.json", "training_curve.png", "README.md"):
         assert (out / name).is_file(), name
-    assert not (out / "checkpoint").exists()
+    assert not (tmp_path / "cache" / "checkpoints" / "run").exists()  # removed once the run is saved
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "test_efficientnet" and config["input_size"] == 96
     assert 0.0 < config["threshold"] <= 1.0 and config["temperature"] > 0
@@ -49,10 +61,10 @@ def test_train_smoke_run(data_dir, tmp_path):
 
 def test_shipped_recipe_flags_run(data_dir, tmp_path):
     """The shipped recipe's switches (ImageNet start, frozen stem) and the other balancing options."""
-    out = tmp_path / "lite0"
-    command = [
-        sys.executable,
-        "train.py",
+    out, result = run_train(
+        data_dir,
+        tmp_path,
+        "lite0",
         "--model",
         "efficientnet_lite0",
         "--pretrained",
@@ -63,23 +75,13 @@ def test_shipped_recipe_flags_run(data_dir, tmp_path):
         "--pos-weight",
         "none",
         "--hflip",
-        "--data",
-        str(data_dir),
-        "--out",
-        str(out),
         "--limit",
         "32",
         "--epochs",
         "1",
-        "--batch-size",
-        "16",
         "--input-size",
         "64",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    )
     assert "Loaded ImageNet EfficientNet-Lite0 weights" in result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["loss"] == "bce" and config["train"]["sampler"] == "balanced"
