@@ -1,7 +1,7 @@
 """Evaluate weights on a Kaggle-layout folder, or on the validation split their config records.
 
     python -m cxr.evaluate --data ../shared/data/chest_xray --split val
-    python -m cxr.evaluate --data ../shared/data/val_originals --json
+    python -m cxr.evaluate --data ../shared/data/val_originals --json --plots plots/
 
 Uses the weights' own preprocessing, temperature and threshold.
 """
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from cxr.data import Sample, list_samples, load_grayscale, resize_to_input, split_by_patient
 from cxr.hub import resolve_weights
-from cxr.metrics import binary_metrics, probabilities
+from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
 from cxr.model import ModelConfig, load_model, preprocessing_for
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,19 @@ def predict_logits(model: torch.nn.Module, samples: list[Sample], batch_size: in
     return torch.cat(logits).numpy()
 
 
-def evaluate(weights: str | Path, samples: list[Sample]) -> dict[str, float]:
-    """Metrics of ``weights`` on ``samples`` at the weights' own threshold."""
+def evaluate(weights: str | Path, samples: list[Sample], plots: str | Path | None = None) -> dict:
+    """Metrics of ``weights`` on ``samples`` at the weights' own threshold, with a bootstrap AUC interval."""
     model, config = load_model(weights)
     probs = probabilities(predict_logits(model, samples), config.temperature, config.logit_bias)
-    return binary_metrics(probs, np.array([s.label for s in samples]), config.threshold)
+    labels = np.array([s.label for s in samples])
+    metrics = binary_metrics(probs, labels, config.threshold)
+    if 0 < labels.sum() < len(labels):
+        metrics["auc_ci95"] = list(auc_confidence_interval(probs, labels))
+    if plots:
+        from cxr.plots import save_plots
+
+        save_plots(probs, labels, config.threshold, plots)
+    return metrics
 
 
 def main() -> None:
@@ -59,6 +67,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="weights folder (default: what the app loads)")
     parser.add_argument("--split", choices=["val"], default=None, help="the config's validation split of DATA/train")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--plots", default=None, metavar="OUT", help="write ROC, PR, reliability, confusion PNGs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -67,7 +76,7 @@ def main() -> None:
         samples = validation_samples(args.data, ModelConfig.from_json(weights / "config.json"))
     else:
         samples = list_samples(args.data)
-    print_report(evaluate(weights, samples), args.json)
+    print_report(evaluate(weights, samples, args.plots), args.json)
 
 
 def print_report(results: dict, as_json: bool) -> None:

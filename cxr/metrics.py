@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import expit
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score, roc_curve
 
 
 def probabilities(logits: np.ndarray | float, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
@@ -34,16 +34,52 @@ def screening_threshold(probs: np.ndarray, labels: np.ndarray, target_sensitivit
     return float(min(reaching.max(), 1.0))
 
 
-def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """AUC, accuracy, sensitivity and specificity at ``threshold`` (positive = pneumonia)."""
-    labels = np.asarray(labels)
-    predicted = (np.asarray(probs) >= threshold).astype(int)
-    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE over ``bins`` equal-width confidence bins of P(pneumonia): sum of |observed - predicted| by bin weight."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    observed = np.bincount(which, weights=labels, minlength=bins)
+    predicted = np.bincount(which, weights=probs, minlength=bins)
+    return float(np.abs(observed - predicted).sum() / len(probs))
+
+
+def auc_confidence_interval(
+    probs: np.ndarray, labels: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % bootstrap (BCa) interval of the ROC AUC, resampling images."""
+    from scipy.stats import bootstrap
+
+    result = bootstrap(
+        (np.asarray(labels), np.asarray(probs)),
+        lambda y, p: roc_auc_score(y, p) if 0 < y.sum() < len(y) else np.nan,
+        paired=True,
+        vectorized=False,
+        n_resamples=resamples,
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return float(numerator / denominator) if denominator else float("nan")
+
+
+def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Screening metrics at ``threshold`` (positive = pneumonia) and calibration of ``probs``."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    predicted = (probs >= threshold).astype(int)
+    tn, fp, fn, tp = (int(x) for x in confusion_matrix(labels, predicted, labels=[0, 1]).ravel())
+    both_classes = len(set(labels.tolist())) == 2
     return {
         "n": int(len(labels)),
-        "auc": float(roc_auc_score(labels, probs)) if len(set(labels.tolist())) == 2 else float("nan"),
-        "accuracy": float((tp + tn) / len(labels)),
-        "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
-        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+        "auc": float(roc_auc_score(labels, probs)) if both_classes else float("nan"),
+        "accuracy": _ratio(tp + tn, len(labels)),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
         "threshold": float(threshold),
+        "ece": expected_calibration_error(probs, labels),
+        "brier": float(brier_score_loss(labels, probs, pos_label=1)),
+        "confusion": [[tn, fp], [fn, tp]],
     }

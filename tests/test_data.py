@@ -8,11 +8,22 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 from cxr.data import list_samples, patient_id, split_by_patient
-from cxr.evaluate import evaluate, validation_samples
+from cxr.evaluate import predict_logits, validation_samples
 from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
-from cxr.model import ModelConfig
+from cxr.metrics import probabilities
+from cxr.model import ModelConfig, load_model
 from tests.conftest import ROOT
 
 
@@ -54,25 +65,76 @@ def test_split_is_stratified_and_seeded(train_samples):
     assert [s.path for s in split_by_patient(train_samples, 0.15, seed=1)[1]] != [s.path for s in val]
 
 
-def test_bundled_weights_on_their_recorded_validation_split(data_dir, train_samples):
+@pytest.fixture(scope="module")
+def val_report(data_dir, tmp_path_factory):
+    """`python -m cxr.evaluate --split val --json --plots` on the bundled weights, run once."""
+    plots = tmp_path_factory.mktemp("plots")
+    command = [
+        sys.executable,
+        "-m",
+        "cxr.evaluate",
+        "--data",
+        str(data_dir),
+        "--split",
+        "val",
+        "--json",
+        "--plots",
+        str(plots),
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), plots
+
+
+def test_bundled_weights_on_their_recorded_validation_split(data_dir, train_samples, val_report):
     """Validation AUC >= 0.90 on the patients the config says were held out (none used in training)."""
-    weights = WEIGHTS_DIR / DEFAULT_MODEL
-    config = ModelConfig.from_json(weights / "config.json")
+    config = ModelConfig.from_json(WEIGHTS_DIR / DEFAULT_MODEL / "config.json")
     val = validation_samples(data_dir, config)  # raises if the split cannot be rebuilt exactly
     split = config.train["split"]
     trained_on, _ = split_by_patient(train_samples, split["val_fraction"], split["seed"])
     assert len(trained_on) == config.train["train_images"] and len(val) == config.train["val_images"]
     assert not {s.patient for s in trained_on} & {s.patient for s in val}
-    metrics = evaluate(weights, val)
+    metrics, _ = val_report
+    assert metrics["n"] == len(val)
     assert metrics["auc"] >= 0.90, metrics
-    assert metrics["auc"] == pytest.approx(config.val_metrics["auc"], abs=0.005)
+    assert metrics["auc"] == pytest.approx(config.val_metrics["auc"], abs=1e-6)
 
 
-def test_evaluate_command_prints_json(data_dir):
-    command = [sys.executable, "-m", "cxr.evaluate", "--data", str(data_dir.parent / "val_originals"), "--json"]
+def test_evaluate_json_agrees_with_scikit_learn(data_dir, val_report):
+    metrics, plots = val_report
+    weights = WEIGHTS_DIR / DEFAULT_MODEL
+    model, config = load_model(weights)
+    samples = validation_samples(data_dir, config)
+    labels = np.array([s.label for s in samples])
+    probs = probabilities(predict_logits(model, samples), config.temperature, config.logit_bias)
+    predicted = (probs >= config.threshold).astype(int)
+    (tn, fp), (fn, tp) = confusion_matrix(labels, predicted).tolist()
+    assert metrics["confusion"] == [[tn, fp], [fn, tp]]
+    assert metrics["auc"] == pytest.approx(roc_auc_score(labels, probs))
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(labels, predicted))
+    assert metrics["sensitivity"] == pytest.approx(recall_score(labels, predicted))
+    assert metrics["specificity"] == pytest.approx(recall_score(labels, predicted, pos_label=0))
+    assert metrics["ppv"] == pytest.approx(precision_score(labels, predicted))
+    assert metrics["npv"] == pytest.approx(precision_score(labels, predicted, pos_label=0))
+    assert metrics["brier"] == pytest.approx(brier_score_loss(labels, probs))
+    assert metrics["threshold"] == pytest.approx(config.threshold)
+    low, high = metrics["auc_ci95"]
+    assert low < metrics["auc"] < high <= 1.0
+    # ECE from scikit-learn's own 15-bin reliability curve, weighted by bin size
+    observed, predicted_mean = calibration_curve(labels, probs, n_bins=15, strategy="uniform")
+    weights_per_bin = np.bincount(np.minimum((probs * 15).astype(int), 14), minlength=15)
+    weights_per_bin = weights_per_bin[weights_per_bin > 0] / len(probs)
+    assert metrics["ece"] == pytest.approx(float(np.sum(weights_per_bin * np.abs(observed - predicted_mean))))
+    for name in ("roc.png", "pr.png", "reliability.png", "confusion.png"):
+        with Image.open(plots / name) as image:
+            assert image.format == "PNG" and image.width > 200
+
+
+def test_evaluate_command_on_full_size_images(originals_dir):
+    command = [sys.executable, "-m", "cxr.evaluate", "--data", str(originals_dir), "--json"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert metrics["n"] == 16
-    assert metrics["sensitivity"] * 8 == round(metrics["sensitivity"] * 8)  # a count out of 8 pneumonia
+    assert sum(map(sum, metrics["confusion"])) == 16
     assert metrics["accuracy"] >= 0.75  # full-size uploads go through the same preprocessing
