@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
-from cxr import ImageReadError, Predictor, read_xray, resolve_weights
+from cxr import ImageReadError, Predictor, model_choices, read_xray
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpeg"))
-predictor = Predictor.from_folder(resolve_weights())
+MODELS = model_choices()  # the startup model first, then every folder in weights/
+DEFAULT_MODEL = next(iter(MODELS))
 NOTICE = (
     "**Research demo, not a diagnostic device.** Trained on pediatric chest X-rays (ages 1-5) from one "
     "hospital; it has not been validated for clinical use. Uploads are analysed in memory and not kept."
 )
 
 
-def predict(upload: dict | str | None) -> tuple[dict[str, float], Image.Image]:
+@functools.cache
+def predictor_for(name: str) -> Predictor:
+    """Each model is loaded once, on first use."""
+    if name not in MODELS:
+        raise gr.Error(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+    return Predictor.from_folder(MODELS[name])
+
+
+def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[dict[str, float], Image.Image]:
     """Chest X-ray file → ({PNEUMONIA: p, NORMAL: 1 - p}, Grad-CAM overlay).
 
     Runs with ``preprocess=False``: Gradio checks and caches the upload but does not decode it,
@@ -33,20 +43,30 @@ def predict(upload: dict | str | None) -> tuple[dict[str, float], Image.Image]:
         image = read_xray(path)
     except ImageReadError as error:
         raise gr.Error(str(error)) from error
-    prediction, overlay = predictor.explain(image)
+    prediction, overlay = predictor_for(model or DEFAULT_MODEL).explain(image)
     return prediction.confidences(), overlay
 
 
-def decision(confidences: dict[str, float] | None) -> str:
+def decision(confidences: dict[str, float] | None, model: str) -> str:
     """The screening decision shown under the probabilities."""
     if not confidences:
         return ""
-    p = confidences["PNEUMONIA"]
+    predictor, p = predictor_for(model or DEFAULT_MODEL), confidences["PNEUMONIA"]
     return (
         f"### Decision: {predictor.decide(p)}\n"
         f"P(pneumonia) = {p:.3f}; the model's screening threshold is {predictor.config.threshold:.3f}."
     )
 
+
+def describe(model: str) -> str:
+    config = predictor_for(model).config
+    return (
+        f"Model `{config.architecture}`: validation AUC {config.val_metrics.get('auc', float('nan')):.3f} on a "
+        "patient-grouped split. See its model card in `weights/` for data, metrics and limits."
+    )
+
+
+predictor_for(DEFAULT_MODEL)  # load the default before serving: a broken model fails at startup
 
 # Uploads and overlays live in Gradio's cache only briefly: swept every 10 minutes once 10 minutes old.
 # No analytics, no run history: the app keeps nothing about its users.
@@ -57,23 +77,22 @@ with gr.Blocks(title="Pneumonia screening on chest X-rays", delete_cache=(600, 6
             image = gr.Image(
                 type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Chest X-ray (drag and drop)"
             )
+            model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model")
             analyze = gr.Button("Analyze", variant="primary")
         with gr.Column():
             label = gr.Label(label="Probability", show_heading=False)
             verdict = gr.Markdown()
             cam = gr.Image(type="pil", format="png", label="Grad-CAM: where the model looked")
-    analyze.click(predict, image, [label, cam], api_name="predict", preprocess=False).success(
-        decision, label, verdict, api_visibility="private"
+    analyze.click(predict, [image, model], [label, cam], api_name="predict", preprocess=False).success(
+        decision, [label, model], verdict, api_visibility="private"
     )
-    # A new image clears the previous answer, so no result stands beside the wrong X-ray.
-    image.change(lambda: (None, None, ""), None, [label, cam, verdict], api_visibility="private")
+    # A new image or model clears the previous answer, so no result stands beside the wrong input.
+    for trigger in (image.change, model.change):
+        trigger(lambda: (None, None, ""), None, [label, cam, verdict], api_visibility="private")
     if EXAMPLES:
         gr.Examples(EXAMPLES, inputs=image, label="Example X-rays (Kermany et al. 2018, CC BY 4.0)")
-    gr.Markdown(
-        f"Model: `{predictor.config.architecture}`, validation AUC "
-        f"{predictor.config.val_metrics.get('auc', float('nan')):.3f} on a patient-grouped split. "
-        "See the model card in `weights/` for data, metrics and limits."
-    )
+    about = gr.Markdown(describe(DEFAULT_MODEL))
+    model.change(describe, model, about, api_visibility="private")
 
 if __name__ == "__main__":
     demo.queue(default_concurrency_limit=1).launch(max_file_size="50mb", run_history=False)

@@ -1,6 +1,6 @@
 """Pneumonia screening on chest X-rays: timm backbones, calibrated probability and Grad-CAM."""
 
-from cxr.hub import bundled_models, resolve_weights
+from cxr.hub import bundled_models, model_choices, resolve_weights
 from cxr.inference import Prediction, Predictor
 from cxr.io import ImageReadError, read_xray
 from cxr.model import ModelConfig, ModelLoadError, build_model, load_model, save_model
@@ -14,6 +14,7 @@ __all__ = [
     "build_model",
     "bundled_models",
     "load_model",
+    "model_choices",
     "read_xray",
     "resolve_weights",
     "save_model",

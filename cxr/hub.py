@@ -14,7 +14,8 @@ from cxr.model import CONFIG_NAME, WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# Every subfolder with a config.json is a model the app offers; CXR_WEIGHTS_DIR points elsewhere.
+WEIGHTS_DIR = Path(os.environ.get("CXR_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
 DEFAULT_MODEL = "efficientnet_lite0"
 # Everything snapshot_download raises when the Hub or its cache cannot provide the files.
 _HUB_ERRORS = (OSError, EntryNotFoundError, HFValidationError, RevisionResolutionError, httpx2.HTTPError)
@@ -67,3 +68,14 @@ def resolve_weights(
         return fallback
     log.info("Using Hub weights %s@%s from %s", repo_id, revision or "main", folder)
     return Path(folder)
+
+
+def model_choices() -> dict[str, Path]:
+    """Display name → folder: the model the app starts with (Hub or default), then every bundled one."""
+    first = resolve_weights()
+    repo = os.environ.get("CXR_MODEL_REPO")
+    name = first.name if first.parent == WEIGHTS_DIR or not repo else repo
+    choices = {name: first}
+    for bundled in bundled_models():
+        choices.setdefault(bundled, WEIGHTS_DIR / bundled)
+    return choices

@@ -47,3 +47,32 @@ def test_a_file_that_is_not_an_image_gets_a_clear_error(client, tmp_path):
 def test_server_still_answers_after_an_error(client):
     label, _ = client.predict(handle_file(str(EXAMPLES[0])), api_name="/predict")
     assert "confidences" in label
+
+
+def test_every_weights_folder_is_offered_and_used(tmp_path):
+    """A new weights folder appears in the model dropdown and the API with no code change."""
+    import shutil
+
+    from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
+    from cxr.model import ModelConfig, build_model, save_model
+    from tests.conftest import start_app
+
+    shutil.copytree(WEIGHTS_DIR / DEFAULT_MODEL, tmp_path / DEFAULT_MODEL)
+    tiny = ModelConfig("test_resnet", input_size=64, threshold=0.0)  # calls everything pneumonia
+    save_model(build_model(tiny), tiny, tmp_path / "tiny_resnet")
+    process, url, _ = start_app(env={"CXR_WEIGHTS_DIR": str(tmp_path)})
+    try:
+        client = Client(url, verbose=False)
+        parameters = client.view_api(return_format="dict")["named_endpoints"]["/predict"]["parameters"]
+        assert parameters[1]["type"]["enum"] == [DEFAULT_MODEL, "tiny_resnet"]
+        assert parameters[1]["parameter_default"] == DEFAULT_MODEL
+        normal = next(p for p in EXAMPLES if true_class(p) == "NORMAL")
+        default_label, _ = client.predict(handle_file(str(normal)), api_name="/predict")
+        tiny_label, tiny_overlay = client.predict(handle_file(str(normal)), "tiny_resnet", api_name="/predict")
+        assert default_label["confidences"] != tiny_label["confidences"]
+        assert Image.open(tiny_overlay).size == Image.open(normal).size
+        with pytest.raises(AppError, match="Unknown model"):
+            client.predict(handle_file(str(normal)), "no_such_model", api_name="/predict")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
