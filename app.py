@@ -61,7 +61,7 @@ def decision(confidences: dict[str, float] | None, model: str) -> str:
 def describe(model: str) -> str:
     config = predictor_for(model).config
     return (
-        f"Model `{config.architecture}`: validation AUC {config.val_metrics.get('auc', float('nan')):.3f} on a "
+        f"Model `{config.architecture}`: validation AUC {config.val_metrics.get('auc') or float('nan'):.3f} on a "
         "patient-grouped split. See its model card in `weights/` for data, metrics and limits."
     )
 

@@ -3,7 +3,9 @@
     python train.py --model efficientnet_lite0 --pretrained --freeze-until blocks.3 \
         --data ../shared/data/chest_xray --out weights/efficientnet_lite0
 
-One flat script: args → patient-grouped split → cached tensors → training loop (batch
+Under `torchrun --nproc_per_node=N train.py ...` it trains data-parallel (DDP; gloo on CPU,
+nccl on GPUs): each process takes its share of the same class-balanced epoch order, and
+--batch-size is per process. One flat script: args → patient-grouped split → cached tensors → training loop (batch
 augmentation, class balancing, EMA) → best epoch by validation AUC → temperature and
 threshold fitted on validation → model.safetensors + config.json + curve + metrics.
 """
@@ -14,7 +16,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -63,14 +67,27 @@ parser.add_argument("--cache-dir", default=".cache", help="decoded-image tensor 
 parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload the output folder to this Hub repo")
 args = parser.parse_args()
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+# ---------------------------------------------------------------- processes (torchrun sets WORLD_SIZE)
+distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+if distributed:
+    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+rank = torch.distributed.get_rank() if distributed else 0
+world = torch.distributed.get_world_size() if distributed else 1
+main_process = rank == 0
+device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+
+logging.basicConfig(
+    level=logging.INFO if main_process else logging.WARNING,
+    format=f"%(asctime)s %(levelname)s [rank {rank}] %(message)s",
+)
 log = logging.getLogger("train")
 out = Path(args.out or f"weights/{args.model}")
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(args.seed)
 if args.threads:
     torch.set_num_threads(args.threads)
-generator = torch.Generator().manual_seed(args.seed)
+generator = torch.Generator().manual_seed(args.seed)  # the same epoch order in every process
+aug_generator = generator if world == 1 else torch.Generator().manual_seed(args.seed + rank)
 started = time.time()
 
 # ---------------------------------------------------------------- data
@@ -81,8 +98,12 @@ if args.limit:
     train_samples = [train_samples[i] for i in sorted(rng.choice(len(train_samples), args.limit, replace=False))]
     val_samples = [val_samples[i] for i in sorted(rng.choice(len(val_samples), args.limit // 2, replace=False))]
 cache_tag = f"{args.split_seed}-{args.input_size}-{args.limit}"
-train_x = decode_cached(train_samples, args.input_size, Path(args.cache_dir) / f"train-{cache_tag}.safetensors")
-val_x = decode_cached(val_samples, args.input_size, Path(args.cache_dir) / f"val-{cache_tag}.safetensors")
+for turn in ("main", "others"):  # the main process writes the cache, the others then read it
+    if (turn == "main") == main_process:
+        train_x = decode_cached(train_samples, args.input_size, Path(args.cache_dir) / f"train-{cache_tag}.safetensors")
+        val_x = decode_cached(val_samples, args.input_size, Path(args.cache_dir) / f"val-{cache_tag}.safetensors")
+    if distributed:
+        torch.distributed.barrier()
 train_y = torch.tensor([s.label for s in train_samples], dtype=torch.float32)
 val_y = np.array([s.label for s in val_samples])
 n_pos, n_neg = int(train_y.sum()), int(len(train_y) - train_y.sum())
@@ -109,7 +130,8 @@ if args.freeze_until:
     except ValueError as error:
         parser.error(f"--freeze-until: {error}")
     log.info("froze %d parameter tensors (before %s)", frozen, args.freeze_until)
-model = model.to(memory_format=torch.channels_last)
+model = model.to(device, memory_format=torch.channels_last)
+net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 frozen_norms = [
     m
     for m in model.modules()
@@ -117,33 +139,37 @@ frozen_norms = [
 ]
 trainable = [p for p in model.parameters() if p.requires_grad]
 optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
-steps_per_epoch = math.ceil(len(train_y) / args.batch_size)
+per_process = len(train_y) // world  # equal shares: every process takes the same number of steps
+steps_per_epoch = math.ceil(per_process / args.batch_size)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(
     optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15
 )
 ema = ModelEmaV3(model, decay=args.ema) if args.ema else None
-pos_weight = torch.tensor([n_neg / n_pos]) if args.pos_weight == "auto" else None
+pos_weight = torch.tensor([n_neg / n_pos], device=device) if args.pos_weight == "auto" else None
 augment = Augment(hflip=args.hflip)
 checkpoint_dir = Path(args.cache_dir) / "checkpoints" / out.name
 
 
 def epoch_order() -> torch.Tensor:
-    """Indices for one epoch: a permutation, or a class-balanced draw with replacement."""
+    """This process's indices for one epoch: its share of a permutation or of a class-balanced draw."""
     if args.sampler == "balanced":
         weights = torch.where(train_y == 1, 1.0 / n_pos, 1.0 / n_neg).double()
         sampler = torch.utils.data.WeightedRandomSampler(weights, len(train_y), generator=generator)
-        return torch.tensor(list(sampler))
-    return torch.randperm(len(train_y), generator=generator)
+        order = torch.tensor(list(sampler))
+    else:
+        order = torch.randperm(len(train_y), generator=generator)
+    return order[: per_process * world][rank::world]
 
 
 @torch.no_grad()
 def predict_logits(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
     net.eval()
+    on = next(net.parameters()).device
     batches = [
-        net(normalize(images[i : i + batch_size], config.mean, config.std, config.in_chans)).squeeze(1)
+        net(normalize(images[i : i + batch_size].to(on), config.mean, config.std, config.in_chans)).squeeze(1)
         for i in range(0, len(images), batch_size)
     ]
-    return torch.cat(batches).numpy()
+    return torch.cat(batches).float().cpu().numpy()
 
 
 # ---------------------------------------------------------------- train
@@ -155,9 +181,9 @@ for epoch in range(1, args.epochs + 1):
     order, losses, seen, epoch_start = epoch_order(), [], 0, time.time()
     for i in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}", mininterval=10):
         index = order[i : i + args.batch_size]
-        inputs = normalize(augment(train_x[index], generator), config.mean, config.std, config.in_chans)
-        logits = model(inputs).squeeze(1)
-        loss = F.binary_cross_entropy_with_logits(logits, train_y[index], pos_weight=pos_weight)
+        inputs = normalize(augment(train_x[index], aug_generator), config.mean, config.std, config.in_chans)
+        logits = net(inputs.to(device)).squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(logits, train_y[index].to(device), pos_weight=pos_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -167,36 +193,47 @@ for epoch in range(1, args.epochs + 1):
         losses.append(loss.item())
         seen += len(index)
     train_seconds = time.time() - epoch_start
-    evaluated = ema.module if ema is not None else model
-    val_logits = predict_logits(evaluated, val_x)
-    val = binary_metrics(probabilities(val_logits), val_y, 0.5)
-    history.append(
-        {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "val_auc": val["auc"],
-            "val_accuracy": val["accuracy"],
-            "img_per_s": seen / train_seconds,
-        }
-    )
-    log.info(
-        "epoch %d loss %.4f val AUC %.4f acc@0.5 %.4f  %.1f img/s",
-        epoch,
-        history[-1]["loss"],
-        val["auc"],
-        val["accuracy"],
-        history[-1]["img_per_s"],
-    )
-    if val["auc"] > best_auc:
-        best_auc, best_epoch = val["auc"], epoch
-        best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
-        save_model(evaluated, config, checkpoint_dir)  # survives a stopped session
-    if args.max_minutes and (time.time() - started) / 60 > args.max_minutes:
+    stop = torch.zeros(1, device=device)
+    if main_process:  # validation, best epoch and checkpoint: one process
+        evaluated = ema.module if ema is not None else model
+        val_logits = predict_logits(evaluated, val_x)
+        val = binary_metrics(probabilities(val_logits), val_y, 0.5)
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "val_auc": val["auc"],
+                "val_accuracy": val["accuracy"],
+                "img_per_s": seen * world / train_seconds,
+            }
+        )
+        log.info(
+            "epoch %d loss %.4f val AUC %.4f acc@0.5 %.4f  %.1f img/s",
+            epoch,
+            history[-1]["loss"],
+            val["auc"],
+            val["accuracy"],
+            history[-1]["img_per_s"],
+        )
+        if val["auc"] > best_auc:
+            best_auc, best_epoch = val["auc"], epoch
+            best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
+            save_model(evaluated, config, checkpoint_dir)  # survives a stopped session
+        stop[0] = float(bool(args.max_minutes) and (time.time() - started) / 60 > args.max_minutes)
+    if distributed:
+        torch.distributed.broadcast(stop, src=0)  # every process stops after the same epoch
+    if stop.item():
         log.warning("stopping after epoch %d: --max-minutes %.0f reached", epoch, args.max_minutes)
         break
 
+if distributed:
+    torch.distributed.destroy_process_group()
+if not main_process:
+    sys.exit(0)
+
 # ---------------------------------------------------------------- save, then calibrate the weights as shipped
 model.load_state_dict(best_state)
+model.cpu()
 minutes = (time.time() - started) / 60
 config.train = {
     "data": "Kermany et al. 2018, chest_xray/train (CC BY 4.0, doi:10.17632/rscbjbr9sj.2)",
@@ -208,6 +245,7 @@ config.train = {
     "val_images": len(val_y),
     "loss": "bce+pos_weight" if pos_weight is not None else "bce",
     "sampler": args.sampler,
+    "processes": world,
     "split": {
         "seed": args.split_seed,
         "val_fraction": args.val_fraction,

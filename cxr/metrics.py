@@ -60,8 +60,9 @@ def auc_confidence_interval(
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def _ratio(numerator: int, denominator: int) -> float:
-    return float(numerator / denominator) if denominator else float("nan")
+def _ratio(numerator: int, denominator: int) -> float | None:
+    """numerator / denominator, or None (JSON null) where it is undefined."""
+    return float(numerator / denominator) if denominator else None
 
 
 def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
@@ -72,7 +73,7 @@ def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> d
     both_classes = len(set(labels.tolist())) == 2
     return {
         "n": int(len(labels)),
-        "auc": float(roc_auc_score(labels, probs)) if both_classes else float("nan"),
+        "auc": float(roc_auc_score(labels, probs)) if both_classes else None,
         "accuracy": _ratio(tp + tn, len(labels)),
         "sensitivity": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),

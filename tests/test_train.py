@@ -85,3 +85,39 @@ def test_shipped_recipe_flags_run(data_dir, tmp_path):
     assert "Loaded ImageNet EfficientNet-Lite0 weights" in result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["loss"] == "bce" and config["train"]["sampler"] == "balanced"
+
+
+def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
+    """DDP on CPU: gloo backend, 2 processes, a few steps, one process saves."""
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "train.py",
+        "--model",
+        "test_efficientnet",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--limit",
+        "48",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--input-size",
+        "64",
+        "--sampler",
+        "balanced",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["processes"] == 2 and config["train"]["epochs_run"] == 2
+    assert "[rank 0] epoch 2" in result.stderr and "[rank 1] epoch" not in result.stderr
+    assert Predictor.from_folder(out).predict(read_xray(EXAMPLES[0])).cam.shape == (64, 64)
