@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.metrics import binary_metrics, fit_calibration, probabilities, screening_threshold
+from cxr.metrics import auc_confidence_interval, binary_metrics, fit_calibration, probabilities, screening_threshold
 from cxr.model import CONFIG_NAME, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ def calibrate(config: ModelConfig, logits: np.ndarray, labels: np.ndarray, targe
     probs = probabilities(logits, config.temperature, config.logit_bias)
     config.threshold = screening_threshold(probs, labels, target_sensitivity)
     config.val_metrics = binary_metrics(probs, labels, config.threshold)
+    config.val_metrics["auc_ci95"] = list(auc_confidence_interval(probs, labels))
 
 
 def main() -> None:

@@ -35,9 +35,9 @@ test split (624 images) was not available here; nothing was tuned on it.
 {recipe}
 
 ## Validation metrics (patient-grouped split, at the shipped threshold)
-| AUC | accuracy | sensitivity | specificity | threshold | temperature | logit bias |
-|---|---|---|---|---|---|---|
-| {auc:.4f} | {accuracy:.4f} | {sensitivity:.4f} | {specificity:.4f} | {threshold:.3f} | {temperature:.3f} | {bias:.3f}
+| AUC (95 % CI) | accuracy | sensitivity | specificity | ECE (15 bins) | threshold | temperature | logit bias |
+|---|---|---|---|---|---|---|---|
+{row}
 
 Reproduce: `python -m cxr.evaluate --data ../shared/data/chest_xray --split val --weights {folder}`.
 The threshold is the highest one that keeps validation sensitivity >= {target:.2f} (screening:
@@ -83,11 +83,27 @@ def describe_recipe(config: ModelConfig) -> str:
     )
 
 
+def metrics_row(config: ModelConfig) -> str:
+    """The validation metrics as one Markdown table row."""
+    m = config.val_metrics
+    ci = "–".join(f"{x:.4f}" for x in m["auc_ci95"]) if m.get("auc_ci95") else "n/a"
+    ece = f"{m['ece']:.4f}" if "ece" in m else "n/a"
+    cells = [
+        f"{m['auc']:.4f} ({ci})",
+        *(f"{m[k]:.4f}" for k in ("accuracy", "sensitivity", "specificity")),
+        ece,
+        f"{config.threshold:.3f}",
+        f"{config.temperature:.3f}",
+        f"{config.logit_bias:.3f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
 def write_model_card(folder: str | Path) -> Path:
     """Render ``folder/README.md`` from ``folder/config.json``."""
     folder = Path(folder)
     config = ModelConfig.from_json(folder / CONFIG_NAME)
-    split, metrics = config.train["split"], config.val_metrics
+    split = config.train["split"]
     card = CARD.format(
         architecture=config.architecture,
         train_images=config.train["train_images"],
@@ -97,11 +113,8 @@ def write_model_card(folder: str | Path) -> Path:
         fraction=split["val_fraction"],
         recipe=describe_recipe(config),
         target=config.train["args"]["target_sensitivity"],
-        threshold=config.threshold,
-        temperature=config.temperature,
-        bias=config.logit_bias,
         folder=folder.as_posix(),
-        **{k: metrics[k] for k in ("auc", "accuracy", "sensitivity", "specificity")},
+        row=metrics_row(config),
     )
     path = folder / "README.md"
     path.write_text(card)
