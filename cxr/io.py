@@ -1,4 +1,9 @@
-"""Read an uploaded file into an upright 8-bit grayscale image, with every limit in one place."""
+"""Read an uploaded file into an upright 8-bit grayscale image, with every limit in one place.
+
+Images (JPEG, PNG, TIFF, WebP, BMP, GIF: first frame, EXIF-upright) go through Pillow; DICOM
+files (found by their ``DICM`` marker, whatever their name) through pydicom, with the modality
+and VOI LUT or window applied and MONOCHROME1 inverted.
+"""
 
 from __future__ import annotations
 
@@ -28,27 +33,85 @@ def read_xray(path: str | Path) -> Image.Image:
         raise ImageReadError("The file is empty (0 bytes).")
     if size > MAX_FILE_BYTES:
         raise ImageReadError(f"The file is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ImageReadError(
-                        f"The image is {width} x {height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
-                    )
-                image.seek(0)
-                image.load()
-                gray = to_grayscale(image)
-    except ImageReadError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageReadError(
-            "This file is not an image that can be read. Upload a chest X-ray as JPEG, PNG, TIFF, WebP or BMP."
-        ) from error
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
-        raise ImageReadError(f"The image data is damaged or truncated ({error}).") from error
+    gray = _read_dicom(path) if _is_dicom(path) else _read_image(path)
     if min(gray.size) < MIN_SIDE:
         width, height = gray.size
         raise ImageReadError(f"The image is {width} x {height} pixels; at least {MIN_SIDE} px per side is needed.")
     return gray
+
+
+def _check_pixels(width: int, height: int) -> None:
+    """Refuse a huge image from its header, before any pixel is decoded (decompression bombs)."""
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(
+            f"The image is {width} x {height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
+        )
+
+
+def _read_image(path: Path) -> Image.Image:
+    """Pillow formats: the first frame, upright, as 8-bit grayscale."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_pixels(*image.size)
+                image.seek(0)
+                image.load()
+                return to_grayscale(image)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:  # refused from the header
+        raise ImageReadError(
+            f"The image is too large to decode safely; the limit is {MAX_PIXELS // 1_000_000} megapixels."
+        ) from error
+    except UnidentifiedImageError as error:
+        raise ImageReadError(
+            "This file is not an image that can be read. Upload a chest X-ray as JPEG, PNG, TIFF, WebP, BMP or DICOM."
+        ) from error
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
+        raise ImageReadError(f"The image data is damaged or truncated ({error}).") from error
+
+
+def _is_dicom(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:132] == b"DICM"
+
+
+def _read_dicom(path: Path) -> Image.Image:
+    """The first frame of a DICOM file as display-ready 8-bit grayscale."""
+    import numpy as np
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        if rows * columns > MAX_PIXELS:
+            raise ImageReadError(
+                f"The DICOM image is {columns} x {rows} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
+            )
+        pixels = dataset.pixel_array
+    except ImageReadError:
+        raise
+    except (
+        InvalidDicomError,
+        AttributeError,
+        ValueError,
+        KeyError,
+        EOFError,
+        OSError,
+        NotImplementedError,
+        RuntimeError,
+    ) as error:
+        raise ImageReadError(f"This DICOM file cannot be read ({type(error).__name__}: {error}).") from error
+    if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    if pixels.ndim != 2:
+        raise ImageReadError("Only single-channel (grayscale) DICOM images are supported.")
+    values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    if dataset.get("PhotometricInterpretation") == "MONOCHROME1":  # 0 = white: invert to X-ray convention
+        scaled = 255.0 - scaled
+    return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
