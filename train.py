@@ -59,6 +59,7 @@ parser.add_argument("--pos-weight", choices=["auto", "none"], default="auto", he
 parser.add_argument("--sampler", choices=["none", "balanced"], default="none")
 parser.add_argument("--hflip", action="store_true", help="horizontal flips (off: the heart is on the left)")
 parser.add_argument("--ema", type=float, default=0.998, help="EMA decay of the weights; 0 disables")
+parser.add_argument("--ema-warmup", action="store_true", help="ramp the EMA decay up (short runs, from scratch)")
 parser.add_argument("--target-sensitivity", type=float, default=0.97)
 parser.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke runs)")
 parser.add_argument("--max-minutes", type=float, default=0, help="stop after the epoch that passes this budget")
@@ -144,7 +145,7 @@ steps_per_epoch = math.ceil(per_process / args.batch_size)
 scheduler = torch.optim.lr_scheduler.OneCycleLR(
     optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15
 )
-ema = ModelEmaV3(model, decay=args.ema) if args.ema else None
+ema = ModelEmaV3(model, decay=args.ema, use_warmup=args.ema_warmup) if args.ema else None
 pos_weight = torch.tensor([n_neg / n_pos], device=device) if args.pos_weight == "auto" else None
 augment = Augment(hflip=args.hflip)
 checkpoint_dir = Path(args.cache_dir) / "checkpoints" / out.name
@@ -189,7 +190,7 @@ for epoch in range(1, args.epochs + 1):
         optimizer.step()
         scheduler.step()
         if ema is not None:
-            ema.update(model)
+            ema.update(model, step=scheduler.last_epoch if args.ema_warmup else None)
         losses.append(loss.item())
         seen += len(index)
     train_seconds = time.time() - epoch_start
