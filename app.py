@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from cxr import ImageReadError, Predictor, model_choices, read_xray
+from cxr import ImageReadError, ModelLoadError, Predictor, model_choices, read_xray
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -66,7 +66,10 @@ def describe(model: str) -> str:
     )
 
 
-predictor_for(DEFAULT_MODEL)  # load the default before serving: a broken model fails at startup
+try:  # load the default before serving: broken weights stop the start with one clear line
+    predictor_for(DEFAULT_MODEL)
+except ModelLoadError as error:
+    raise SystemExit(f"Cannot start: {error}") from None
 
 # Uploads and overlays live in Gradio's cache only briefly: swept every 10 minutes once 10 minutes old.
 # No analytics, no run history: the app keeps nothing about its users.

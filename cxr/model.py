@@ -113,20 +113,34 @@ def load_model(folder: str | Path) -> tuple[torch.nn.Module, ModelConfig]:
         raise ModelLoadError(f"{weights}: file not found")
     if config.weights_sha256 and sha256_file(weights) != config.weights_sha256:
         raise ModelLoadError(f"{weights}: sha256 does not match {folder / CONFIG_NAME}")
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except ModelLoadError as error:
+        raise ModelLoadError(f"{folder / CONFIG_NAME}: {error}") from None
     try:
         state = load_file(weights)
     except (SafetensorError, OSError) as error:
         raise ModelLoadError(f"{weights}: not a readable safetensors file ({error})") from error
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ModelLoadError(
-            f"{weights}: does not match {config.architecture!r} in {folder / CONFIG_NAME}: {error}"
-        ) from error
+    problem = _state_mismatch(model.state_dict(), state)
+    if problem:
+        raise ModelLoadError(f"{weights}: does not match {config.architecture!r} in {folder / CONFIG_NAME}: {problem}")
+    model.load_state_dict(state, strict=True)
     log.info("Loaded %s from %s", config.architecture, folder)
     return model.eval().to(memory_format=torch.channels_last), config
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """One line on how a state dict differs from the model's, or "" when every key and shape fits."""
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    reshaped = sorted(k for k in expected.keys() & found.keys() if expected[k].shape != found[k].shape)
+    if not (missing or unexpected or reshaped):
+        return ""
+    first = (missing or unexpected or reshaped)[0]
+    return (
+        f"{len(missing)} tensors missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape "
+        f"(first: {first})"
+    )
 
 
 def freeze_before(model: torch.nn.Module, module_name: str) -> int:

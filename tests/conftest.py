@@ -47,16 +47,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(env: dict[str, str] | None = None, timeout: float = 180) -> tuple[subprocess.Popen, str, Path]:
-    """Run ``python app.py`` on a free port; returns the process, its URL and its log file."""
+def start_app(
+    env: dict[str, str] | None = None, timeout: float = 180, cwd: Path = ROOT
+) -> tuple[subprocess.Popen, str, Path]:
+    """Run ``python app.py`` (from ``cwd``) on a free port; returns the process, its URL and its log file."""
     import httpx
 
     port = free_port()
     log_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"cxr-app-{port}.log"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CXR_MODEL", "HF_"))}
-    full_env = {**inherited, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    full_env = {
+        **inherited,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
     with open(log_file, "w") as log:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=full_env, stdout=log, stderr=log)
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=cwd, env=full_env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + timeout
     while time.time() < deadline:
