@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -71,9 +72,12 @@ try:  # load the default before serving: broken weights stop the start with one 
 except ModelLoadError as error:
     raise SystemExit(f"Cannot start: {error}") from None
 
-# Uploads and overlays live in Gradio's cache only briefly: swept every 10 minutes once 10 minutes old.
+# Uploads and overlays live in Gradio's cache only briefly: swept once they are UPLOAD_TTL seconds old.
 # No analytics, no run history: the app keeps nothing about its users.
-with gr.Blocks(title="Pneumonia screening on chest X-rays", delete_cache=(600, 600), analytics_enabled=False) as demo:
+UPLOAD_TTL = int(os.environ.get("CXR_UPLOAD_TTL", "600"))
+with gr.Blocks(
+    title="Pneumonia screening on chest X-rays", delete_cache=(UPLOAD_TTL, UPLOAD_TTL), analytics_enabled=False
+) as demo:
     gr.Markdown("# Pneumonia screening on chest X-rays\n" + NOTICE)
     with gr.Row():
         with gr.Column():

@@ -28,7 +28,7 @@ def read_xray(path: str | Path) -> Image.Image:
     path = Path(path)
     size = path.stat().st_size if path.is_file() else -1
     if size < 0:
-        raise ImageReadError("No file was received (uploads are deleted after 10 minutes: upload it again).")
+        raise ImageReadError("No file was received (uploads are deleted a few minutes after arrival: upload it again).")
     if size == 0:
         raise ImageReadError("The file is empty (0 bytes).")
     if size > MAX_FILE_BYTES:
