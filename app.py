@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -45,6 +46,10 @@ def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[dict
     except ImageReadError as error:
         raise gr.Error(str(error)) from error
     prediction, overlay = predictor_for(model or DEFAULT_MODEL).explain(image)
+    # Gradio stores a returned image under a hash of its bytes and writes it in place: two concurrent
+    # identical answers (two users on one example) would share a file while it is rewritten. A
+    # per-request PNG text chunk keeps every answer its own file.
+    overlay.info["request"] = uuid.uuid4().hex
     return prediction.confidences(), overlay
 
 
@@ -102,4 +107,7 @@ with gr.Blocks(
     model.change(describe, model, about, api_visibility="private")
 
 if __name__ == "__main__":
-    demo.queue(default_concurrency_limit=1).launch(max_file_size="50mb", run_history=False)
+    # Two workers for two cores: one decodes and draws while the other holds the model (one at a time,
+    # see Predictor). Past CXR_QUEUE_SIZE waiting requests, new ones get Gradio's "queue is full" error.
+    demo.queue(default_concurrency_limit=2, max_size=int(os.environ.get("CXR_QUEUE_SIZE", "64")))
+    demo.launch(max_file_size="50mb", run_history=False)

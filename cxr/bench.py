@@ -6,10 +6,6 @@ python -m cxr.bench [--weights DIR] [--runs 30] [--json]
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +16,7 @@ from cxr.evaluate import print_report
 from cxr.hub import resolve_weights
 from cxr.inference import Predictor
 from cxr.io import read_xray
-
-ROOT = Path(__file__).resolve().parent.parent
+from cxr.serve import ROOT, running_app
 
 
 def _p50_ms(fn, runs: int) -> float:
@@ -79,28 +74,10 @@ def cold_start(image_path: Path) -> float:
     """Seconds from launching ``python app.py`` to the first /predict answer through gradio_client."""
     from gradio_client import Client, handle_file
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     start = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError("app.py exited before answering")
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                break
-            except Exception:  # not listening yet
-                time.sleep(0.1)
-        client.predict(handle_file(str(image_path)), api_name="/predict")
+    with running_app() as url:
+        Client(url, verbose=False).predict(handle_file(str(image_path)), api_name="/predict")
         return time.perf_counter() - start
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def main() -> None:

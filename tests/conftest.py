@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from cxr.serve import free_port, running_app, start_app  # noqa: F401  (shared with the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("CXR_DATA", ROOT.parent / "shared" / "data" / "chest_xray"))
@@ -41,48 +39,7 @@ def originals_dir() -> Path:
     return _require(ORIGINALS)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_app(
-    env: dict[str, str] | None = None, timeout: float = 180, cwd: Path = ROOT
-) -> tuple[subprocess.Popen, str, Path]:
-    """Run ``python app.py`` (from ``cwd``) on a free port; returns the process, its URL and its log file."""
-    import httpx
-
-    port = free_port()
-    log_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"cxr-app-{port}.log"
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CXR_MODEL", "HF_"))}
-    full_env = {
-        **inherited,
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "PYTHONPATH": str(ROOT),
-        **(env or {}),
-    }
-    with open(log_file, "w") as log:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=cwd, env=full_env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"app exited with {process.returncode}:\n{log_file.read_text()}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return process, url, log_file
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"app did not answer within {timeout}s:\n{log_file.read_text()}")
-
-
 @pytest.fixture(scope="session")
 def app_url():
-    process, url, _ = start_app()
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    with running_app() as url:
+        yield url

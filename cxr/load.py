@@ -1,0 +1,92 @@
+"""Concurrent load on the real app over loopback: errors, latency, throughput, and answer integrity.
+
+    python -m cxr.load [--clients 8] [--calls 25] [--url URL] [--json]
+
+Without --url it starts `python app.py` itself. Each image is first answered alone; under load,
+every answer must equal its own image's answer (probability and overlay bytes), which catches
+Grad-CAM hooks or state leaking between concurrent requests. Bounded: clients x calls requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxr.evaluate import print_report
+from cxr.serve import ROOT, running_app
+
+
+def _answer(client, image: Path) -> tuple[float, str]:
+    from gradio_client import handle_file
+
+    label, overlay = client.predict(handle_file(str(image)), api_name="/predict")
+    probability = next(c["confidence"] for c in label["confidences"] if c["label"] == "PNEUMONIA")
+    with Image.open(overlay) as picture:  # the pixels: each answer's PNG carries its own request id
+        return probability, hashlib.sha256(picture.tobytes()).hexdigest()
+
+
+def run_load(url: str, images: list[Path], clients: int = 8, calls: int = 25) -> dict:
+    """Drive ``clients`` concurrent gradio_client sessions for ``calls`` requests each."""
+    from gradio_client import Client
+
+    alone = Client(url, verbose=False)
+    reference = {image: _answer(alone, image) for image in images}
+
+    def session(index: int) -> list[tuple[float, str]]:
+        client, outcomes = Client(url, verbose=False), []
+        for call in range(calls):
+            image = images[(index + call) % len(images)]  # clients send different images at once
+            start = time.perf_counter()
+            try:
+                probability, overlay = _answer(client, image)
+            except Exception as error:  # any failure counts; the run goes on
+                outcomes.append((time.perf_counter() - start, f"error: {type(error).__name__}: {error}"))
+                continue
+            expected_p, expected_overlay = reference[image]
+            same = abs(probability - expected_p) < 1e-9 and overlay == expected_overlay
+            outcomes.append((time.perf_counter() - start, "ok" if same else "mismatch"))
+        return outcomes
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        outcomes = [o for result in pool.map(session, range(clients)) for o in result]
+    wall = time.perf_counter() - started
+    latencies = np.array([seconds for seconds, status in outcomes if status == "ok"]) * 1000
+    errors = [status for _, status in outcomes if status.startswith("error")]
+    return {
+        "clients": clients,
+        "calls": clients * calls,
+        "errors": len(errors),
+        "mismatches": sum(status == "mismatch" for _, status in outcomes),
+        "first_error": errors[0] if errors else None,
+        "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
+        "p95_ms": float(np.percentile(latencies, 95)) if len(latencies) else None,
+        "throughput_per_s": len(outcomes) / wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=25, help="requests per client")
+    parser.add_argument("--url", default=None, help="an app already running (default: start one)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    images = sorted((ROOT / "examples").glob("*.jpeg"))
+    if args.url:
+        report = run_load(args.url, images, args.clients, args.calls)
+    else:
+        with running_app() as url:
+            report = run_load(url, images, args.clients, args.calls)
+    print_report(report, args.json)
+    raise SystemExit(1 if report["errors"] or report["mismatches"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Start the real app (`python app.py`) on a free loopback port, for tests, benchmarks and load runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_app(
+    env: dict[str, str] | None = None, timeout: float = 180, cwd: Path = ROOT
+) -> tuple[subprocess.Popen, str, Path]:
+    """Run ``python app.py`` (from ``cwd``) on a free port; returns the process, its URL and its log file.
+
+    The caller's Hub and model settings are not inherited: the app gets only what ``env`` says.
+    """
+    import httpx
+
+    port = free_port()
+    log_file = Path(tempfile.gettempdir()) / f"cxr-app-{port}.log"
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CXR_MODEL", "HF_"))}
+    full_env = {
+        **inherited,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    with open(log_file, "w") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=cwd, env=full_env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"app exited with {process.returncode}:\n{log_file.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return process, url, log_file
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"app did not answer within {timeout}s:\n{log_file.read_text()}")
+
+
+@contextlib.contextmanager
+def running_app(env: dict[str, str] | None = None) -> Iterator[str]:
+    """The app's URL while it runs; stopped on exit."""
+    process, url, _ = start_app(env)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,0 +1,35 @@
+"""A short load run in CI, and what a user meets when the queue is full."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from gradio_client import Client, handle_file
+
+from cxr.load import run_load
+from tests.conftest import EXAMPLES, running_app
+
+
+def test_concurrent_clients_each_get_their_own_answer(app_url):
+    report = run_load(app_url, EXAMPLES, clients=4, calls=3)
+    assert report["calls"] == 12
+    assert report["errors"] == 0, report["first_error"]
+    assert report["mismatches"] == 0  # no Grad-CAM state leaks between concurrent requests
+
+
+def test_a_full_queue_refuses_with_a_message_and_keeps_serving():
+    with running_app({"CXR_QUEUE_SIZE": "1"}) as url:
+
+        def call(image) -> str:
+            try:
+                Client(url, verbose=False).predict(handle_file(str(image)), api_name="/predict")
+                return "ok"
+            except Exception as error:  # the client raises what the server said
+                return str(error)
+
+        with ThreadPoolExecutor(10) as pool:
+            outcomes = list(pool.map(call, [EXAMPLES[i % len(EXAMPLES)] for i in range(10)]))
+        assert "ok" in outcomes
+        refused = [o for o in outcomes if o != "ok"]
+        assert refused and all("queue is full" in o.lower() for o in refused), refused
+        assert call(EXAMPLES[0]) == "ok"  # and it still answers afterwards
