@@ -32,8 +32,14 @@ def predictor_for(name: str) -> Predictor:
     return Predictor.from_folder(MODELS[name])
 
 
-def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[dict[str, float], Image.Image]:
-    """Chest X-ray file → ({PNEUMONIA: p, NORMAL: 1 - p}, Grad-CAM overlay).
+UNUSUAL = (
+    "This image does not look like the chest X-rays the model was trained on "
+    "(far from them in its feature space): the result is unreliable."
+)
+
+
+def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[dict[str, float], Image.Image, str]:
+    """Chest X-ray file → ({PNEUMONIA: p, NORMAL: 1 - p}, Grad-CAM overlay, warning for the UI).
 
     Runs with ``preprocess=False``: Gradio checks and caches the upload but does not decode it,
     so every file, readable or not, reaches ``cxr.io`` and bad ones get its clear message.
@@ -50,17 +56,20 @@ def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[dict
     # identical answers (two users on one example) would share a file while it is rewritten. A
     # per-request PNG text chunk keeps every answer its own file.
     overlay.info["request"] = uuid.uuid4().hex
-    return prediction.confidences(), overlay
+    if prediction.unusual:
+        gr.Warning(UNUSUAL)
+    return prediction.confidences(), overlay, UNUSUAL if prediction.unusual else ""
 
 
-def decision(confidences: dict[str, float] | None, model: str) -> str:
-    """The screening decision shown under the probabilities."""
+def decision(confidences: dict[str, float] | None, model: str, warning: str) -> str:
+    """The screening decision shown under the probabilities, with the out-of-distribution warning."""
     if not confidences:
         return ""
     predictor, p = predictor_for(model or DEFAULT_MODEL), confidences["PNEUMONIA"]
     return (
         f"### Decision: {predictor.decide(p)}\n"
         f"P(pneumonia) = {p:.3f}; the model's screening threshold is {predictor.config.threshold:.3f}."
+        + (f"\n\n**Warning:** {warning}" if warning else "")
     )
 
 
@@ -95,8 +104,9 @@ with gr.Blocks(
             label = gr.Label(label="Probability", show_heading=False)
             verdict = gr.Markdown()
             cam = gr.Image(type="pil", format="png", label="Grad-CAM: where the model looked")
-    analyze.click(predict, [image, model], [label, cam], api_name="predict", preprocess=False).success(
-        decision, [label, model], verdict, api_visibility="private"
+    warning = gr.State("")  # UI only: gradio_client results leave State out
+    analyze.click(predict, [image, model], [label, cam, warning], api_name="predict", preprocess=False).success(
+        decision, [label, model, warning], verdict, api_visibility="private"
     )
     # A new image or model clears the previous answer, so no result stands beside the wrong input.
     for trigger in (image.change, model.change):

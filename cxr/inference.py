@@ -15,6 +15,7 @@ from PIL import Image
 from cxr.cam import logit_and_cam, overlay, target_layer_name
 from cxr.metrics import probabilities
 from cxr.model import ModelConfig, freeze_before, load_model, preprocessing_for
+from cxr.ood import FeatureCapture, OodScorer
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class Prediction:
     label: str  # the decision at the model's threshold
     threshold: float
     cam: np.ndarray  # Grad-CAM map in [0, 1], model input size
+    ood_distance: float | None = None  # distance from the training X-rays (None: no check fitted)
+    unusual: bool = False  # True: does not look like the training data, the answer is unreliable
 
     def confidences(self) -> dict[str, float]:
         return {"PNEUMONIA": self.probability, "NORMAL": 1.0 - self.probability}
@@ -31,8 +34,8 @@ class Prediction:
 class Predictor:
     """A loaded model ready to answer: preprocessing derived from it, Grad-CAM from the same pass."""
 
-    def __init__(self, model: torch.nn.Module, config: ModelConfig):
-        self.model, self.config = model.eval(), config
+    def __init__(self, model: torch.nn.Module, config: ModelConfig, ood: OodScorer | None = None):
+        self.model, self.config, self.ood = model.eval(), config, ood
         self.preprocess = preprocessing_for(model)
         # Grad-CAM needs gradients only from the last stage on: the backward stops there.
         with contextlib.suppress(ValueError):  # a parameter-free target stage: keep full gradients
@@ -45,15 +48,23 @@ class Predictor:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Predictor:
-        return cls(*load_model(folder))
+        model, config = load_model(folder)
+        return cls(model, config, OodScorer.from_folder(Path(folder), config))
 
     def predict(self, image: Image.Image) -> Prediction:
         """``image`` in any size or mode → calibrated probability, decision and Grad-CAM map."""
         batch = self.preprocess(image)
         with self._lock:
-            logit, cam_map = logit_and_cam(self.model, batch, self._decision_logit)
+            capture = FeatureCapture(self.model) if self.ood else None
+            try:
+                logit, cam_map = logit_and_cam(self.model, batch, self._decision_logit)
+            finally:
+                if capture:
+                    capture.close()
         probability = float(probabilities(logit, self.config.temperature, self.config.logit_bias))
-        return Prediction(probability, self.decide(probability), self.config.threshold, cam_map)
+        distance = float(self.ood.distance(capture.features)[0]) if capture else None
+        unusual = distance is not None and distance > self.ood.threshold
+        return Prediction(probability, self.decide(probability), self.config.threshold, cam_map, distance, unusual)
 
     def decide(self, probability: float) -> str:
         """The label at the model's screening threshold."""

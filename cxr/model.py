@@ -41,6 +41,7 @@ class ModelConfig:
     weights_sha256: str = ""
     train: dict = field(default_factory=dict)
     val_metrics: dict = field(default_factory=dict)
+    ood: dict = field(default_factory=dict)  # out-of-distribution check (cxr.ood), if fitted
 
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:

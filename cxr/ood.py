@@ -1,0 +1,126 @@
+"""Does an upload look like the training X-rays? Mahalanobis distance in the model's feature space.
+
+    python -m cxr.ood --weights weights/efficientnet_lite0 --data ../shared/data/chest_xray
+
+Fits a mean and a shrunk covariance (Ledoit-Wolf) on the pooled features of the training split,
+and a threshold that lets >= 99 % of the validation X-rays pass; writes ``ood.safetensors`` and
+records it (with its sha256) in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from cxr.model import CONFIG_NAME, ModelConfig, ModelLoadError, sha256_file
+
+log = logging.getLogger(__name__)
+
+OOD_NAME = "ood.safetensors"
+VAL_PASS = 0.99
+
+
+class FeatureCapture:
+    """Captures the pooled features entering the classifier during a forward pass (no second pass)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.features: torch.Tensor | None = None
+        self._handle = model.get_classifier().register_forward_pre_hook(self._keep)
+
+    def _keep(self, _module, inputs) -> None:
+        self.features = inputs[0].detach().flatten(1)
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+class OodScorer:
+    """Squared Mahalanobis distance of features from the training distribution."""
+
+    def __init__(self, mean: torch.Tensor, precision: torch.Tensor, threshold: float):
+        self.mean, self.precision, self.threshold = mean, precision, threshold
+
+    @classmethod
+    def from_folder(cls, folder: Path, config: ModelConfig) -> OodScorer | None:
+        if not config.ood:
+            return None
+        path = folder / OOD_NAME
+        if not path.is_file() or sha256_file(path) != config.ood["sha256"]:
+            raise ModelLoadError(f"{path}: missing or its sha256 does not match {folder / CONFIG_NAME}")
+        tensors = load_file(path)
+        return cls(tensors["mean"], tensors["precision"], float(config.ood["threshold"]))
+
+    def distance(self, features: torch.Tensor) -> np.ndarray:
+        centered = features.double() - self.mean.double()
+        return ((centered @ self.precision.double()) * centered).sum(1).numpy()
+
+
+@torch.no_grad()
+def pooled_features(model: torch.nn.Module, batches) -> torch.Tensor:
+    capture = FeatureCapture(model)
+    try:
+        chunks = []
+        for batch in batches:
+            model(batch)
+            chunks.append(capture.features)
+        return torch.cat(chunks)
+    finally:
+        capture.close()
+
+
+def fit(train_features: torch.Tensor, val_features: torch.Tensor) -> tuple[OodScorer, dict]:
+    from sklearn.covariance import LedoitWolf
+
+    estimate = LedoitWolf().fit(train_features.double().numpy())
+    scorer = OodScorer(torch.from_numpy(estimate.location_).float(), torch.from_numpy(estimate.precision_).float(), 0.0)
+    val_distances = scorer.distance(val_features)
+    scorer.threshold = float(np.quantile(val_distances, VAL_PASS, method="higher"))
+    stats = {"threshold": scorer.threshold, "val_pass_rate": float(np.mean(val_distances <= scorer.threshold))}
+    return scorer, stats
+
+
+def main() -> None:
+    from cxr.card import write_model_card
+    from cxr.data import decode_cached, list_samples, split_by_patient
+    from cxr.model import load_model, preprocessing_for
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
+    parser.add_argument("--cache-dir", default=".cache")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+
+    folder = Path(args.weights)
+    model, config = load_model(folder)
+    split = config.train["split"]
+    train, val = split_by_patient(list_samples(Path(args.data) / "train"), split["val_fraction"], split["seed"])
+    pre = preprocessing_for(model)
+    features = {}
+    for name, samples in (("train", train), ("val", val)):
+        cache = Path(args.cache_dir) / f"{name}-{split['seed']}-{pre.input_size}-0.safetensors"
+        images = decode_cached(samples, pre.input_size, cache)
+        features[name] = pooled_features(
+            model, (pre.batch(list(images[i : i + 128])) for i in range(0, len(images), 128))
+        )
+    scorer, stats = fit(features["train"], features["val"])
+    save_file({"mean": scorer.mean.contiguous(), "precision": scorer.precision.contiguous()}, folder / OOD_NAME)
+    config.ood = {
+        "file": OOD_NAME,
+        "sha256": sha256_file(folder / OOD_NAME),
+        "distance": "mahalanobis^2",
+        "fit_on": f"{len(train)} training images",
+        **stats,
+    }
+    config.to_json(folder / CONFIG_NAME)
+    write_model_card(folder)
+    log.info("wrote %s: %s", folder / OOD_NAME, stats)
+
+
+if __name__ == "__main__":
+    main()

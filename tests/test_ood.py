@@ -1,0 +1,66 @@
+"""The out-of-distribution warning: real X-rays pass, images that are not X-rays are flagged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
+from cxr.inference import Predictor
+from cxr.io import read_xray
+from cxr.model import ModelLoadError
+from cxr.ood import OOD_NAME
+from tests.conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor.from_folder(WEIGHTS_DIR / DEFAULT_MODEL)
+
+
+def not_xrays() -> dict[str, Image.Image]:
+    rng = np.random.default_rng(0)
+    circles = Image.new("RGB", (500, 400), (30, 120, 200))
+    draw = ImageDraw.Draw(circles)
+    for _ in range(20):
+        x, y = rng.integers(0, 300, 2)
+        draw.ellipse(
+            [x, y, x + rng.integers(20, 200), y + rng.integers(20, 200)],
+            fill=tuple(int(c) for c in rng.integers(0, 255, 3)),
+        )
+    return {
+        "colour noise": Image.fromarray(rng.integers(0, 255, (400, 500, 3), np.uint8)),
+        "gradient": Image.fromarray(np.tile(np.linspace(0, 255, 500), (400, 1)).astype(np.uint8)),
+        "blank white": Image.new("L", (400, 400), 255),
+        "blank black": Image.new("L", (400, 400), 0),
+        "checkerboard": Image.fromarray(((np.indices((400, 400)).sum(0) // 25) % 2 * 255).astype(np.uint8)),
+    }
+
+
+def test_threshold_lets_99_percent_of_validation_xrays_pass():
+    config = json.loads((WEIGHTS_DIR / DEFAULT_MODEL / "config.json").read_text())
+    assert config["ood"]["val_pass_rate"] >= 0.99
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_real_xrays_are_not_flagged(predictor, example):
+    prediction = predictor.predict(read_xray(example))
+    assert prediction.ood_distance is not None and not prediction.unusual
+
+
+@pytest.mark.parametrize("name", list(not_xrays()))
+def test_images_that_are_not_xrays_are_flagged(predictor, name):
+    prediction = predictor.predict(not_xrays()[name])
+    assert prediction.unusual, (name, prediction.ood_distance, predictor.ood.threshold)
+
+
+def test_a_changed_ood_file_is_refused(tmp_path):
+    folder = tmp_path / DEFAULT_MODEL
+    shutil.copytree(WEIGHTS_DIR / DEFAULT_MODEL, folder)
+    (folder / OOD_NAME).write_bytes((folder / OOD_NAME).read_bytes()[:-8])
+    with pytest.raises(ModelLoadError, match=OOD_NAME):
+        Predictor.from_folder(folder)
