@@ -24,14 +24,6 @@ def predictor():
 
 def not_xrays() -> dict[str, Image.Image]:
     rng = np.random.default_rng(0)
-    circles = Image.new("RGB", (500, 400), (30, 120, 200))
-    draw = ImageDraw.Draw(circles)
-    for _ in range(20):
-        x, y = rng.integers(0, 300, 2)
-        draw.ellipse(
-            [x, y, x + rng.integers(20, 200), y + rng.integers(20, 200)],
-            fill=tuple(int(c) for c in rng.integers(0, 255, 3)),
-        )
     return {
         "colour noise": Image.fromarray(rng.integers(0, 255, (400, 500, 3), np.uint8)),
         "gradient": Image.fromarray(np.tile(np.linspace(0, 255, 500), (400, 1)).astype(np.uint8)),
