@@ -37,6 +37,7 @@ from cxr.card import write_model_card
 from cxr.data import Augment, decode_cached, list_samples, normalize, split_by_patient
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import CONFIG_NAME, ModelConfig, build_model, freeze_before, load_model, save_model
+from cxr.ood import fit_and_save
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
 
 # ---------------------------------------------------------------- config
@@ -258,6 +259,7 @@ config.train = {
 save_model(model, config, out)
 shipped, _ = load_model(out)  # fp16 storage: calibrate and report what users will run
 calibrate(config, predict_logits(shipped, val_x), val_y, args.target_sensitivity)
+fit_and_save(out, shipped, config, train_x, val_x)  # the "does not look like an X-ray" check
 config.to_json(out / CONFIG_NAME)
 write_model_card(out)
 shutil.rmtree(checkpoint_dir, ignore_errors=True)

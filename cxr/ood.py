@@ -84,10 +84,33 @@ def fit(train_features: torch.Tensor, val_features: torch.Tensor) -> tuple[OodSc
     return scorer, stats
 
 
+def fit_and_save(
+    folder: Path, model: torch.nn.Module, config: ModelConfig, train_images: torch.Tensor, val_images: torch.Tensor
+) -> dict:
+    """Fit the check on cached uint8 training/validation images; write ood.safetensors, record it in config."""
+    from cxr.model import preprocessing_for
+
+    pre = preprocessing_for(model)
+    features = [
+        pooled_features(model, (pre.batch(list(images[i : i + 128])) for i in range(0, len(images), 128)))
+        for images in (train_images, val_images)
+    ]
+    scorer, stats = fit(*features)
+    save_file({"mean": scorer.mean.contiguous(), "precision": scorer.precision.contiguous()}, folder / OOD_NAME)
+    config.ood = {
+        "file": OOD_NAME,
+        "sha256": sha256_file(folder / OOD_NAME),
+        "distance": "mahalanobis^2",
+        "fit_on": f"{len(train_images)} training images",
+        **stats,
+    }
+    return stats
+
+
 def main() -> None:
     from cxr.card import write_model_card
     from cxr.data import decode_cached, list_samples, split_by_patient
-    from cxr.model import load_model, preprocessing_for
+    from cxr.model import load_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True)
@@ -100,23 +123,10 @@ def main() -> None:
     model, config = load_model(folder)
     split = config.train["split"]
     train, val = split_by_patient(list_samples(Path(args.data) / "train"), split["val_fraction"], split["seed"])
-    pre = preprocessing_for(model)
-    features = {}
-    for name, samples in (("train", train), ("val", val)):
-        cache = Path(args.cache_dir) / f"{name}-{split['seed']}-{pre.input_size}-0.safetensors"
-        images = decode_cached(samples, pre.input_size, cache)
-        features[name] = pooled_features(
-            model, (pre.batch(list(images[i : i + 128])) for i in range(0, len(images), 128))
-        )
-    scorer, stats = fit(features["train"], features["val"])
-    save_file({"mean": scorer.mean.contiguous(), "precision": scorer.precision.contiguous()}, folder / OOD_NAME)
-    config.ood = {
-        "file": OOD_NAME,
-        "sha256": sha256_file(folder / OOD_NAME),
-        "distance": "mahalanobis^2",
-        "fit_on": f"{len(train)} training images",
-        **stats,
-    }
+    size = config.input_size
+    train_images = decode_cached(train, size, Path(args.cache_dir) / f"train-{split['seed']}-{size}-0.safetensors")
+    val_images = decode_cached(val, size, Path(args.cache_dir) / f"val-{split['seed']}-{size}-0.safetensors")
+    stats = fit_and_save(folder, model, config, train_images, val_images)
     config.to_json(folder / CONFIG_NAME)
     write_model_card(folder)
     log.info("wrote %s: %s", folder / OOD_NAME, stats)

@@ -47,7 +47,14 @@ def test_train_smoke_run(data_dir, tmp_path):
         "--input-size",
         "96",
     )
-    for name in ("model.safetensors", "config.json", "metrics.json", "training_curve.png", "README.md"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "metrics.json",
+        "training_curve.png",
+        "README.md",
+        "ood.safetensors",
+    ):
         assert (out / name).is_file(), name
     assert not (tmp_path / "cache" / "checkpoints" / "run").exists()  # removed once the run is saved
     config = json.loads((out / "config.json").read_text())
@@ -57,6 +64,7 @@ def test_train_smoke_run(data_dir, tmp_path):
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
     prediction = Predictor.from_folder(out).predict(read_xray(EXAMPLES[0]))
     assert prediction.cam.shape == (96, 96) and 0 <= prediction.probability <= 1
+    assert prediction.ood_distance is not None and config["ood"]["val_pass_rate"] >= 0.99
 
 
 def test_shipped_recipe_flags_run(data_dir, tmp_path):
