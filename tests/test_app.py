@@ -138,3 +138,19 @@ def test_hostile_uploads_get_a_clear_message_and_the_server_stays_up(client, hos
         client.predict(handle_file(str(path)), api_name="/predict")
     label, _ = client.predict(handle_file(str(NORMAL_SOURCE)), api_name="/predict")
     assert label["label"] in ("NORMAL", "PNEUMONIA")
+
+
+def test_no_image_gets_a_clear_message(client):
+    with pytest.raises(AppError, match="Upload a chest X-ray image first"):
+        client.predict(None, api_name="/predict")
+
+
+def test_an_image_that_is_not_an_xray_is_still_answered(client, tmp_path):
+    """The UI adds a warning (see test_ood.py for the check itself); the API still answers."""
+    import numpy as np
+
+    photo = tmp_path / "holiday.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 500, 3), np.uint8)).save(photo)
+    label, overlay = client.predict(handle_file(str(photo)), api_name="/predict")
+    assert {c["label"] for c in label["confidences"]} == {"NORMAL", "PNEUMONIA"}
+    assert Image.open(overlay).size == (500, 400)
