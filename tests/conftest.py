@@ -15,6 +15,24 @@ ORIGINALS = DATA.parent / "val_originals"
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpeg"))
 
 
+# A real normal X-ray (P(pneumonia) about 0.05): every odd format of it must still read as normal.
+VARIANT_SOURCE = ROOT / "examples" / "normal_NORMAL2-IM-1440-0001.jpeg"
+
+
+@pytest.fixture(scope="session")
+def variant_files(tmp_path_factory) -> dict[str, Path]:
+    from tests.inputs import xray_variants
+
+    return xray_variants(VARIANT_SOURCE, tmp_path_factory.mktemp("variants"))
+
+
+@pytest.fixture(scope="session")
+def hostile_uploads(tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    from tests.inputs import hostile_files
+
+    return hostile_files(VARIANT_SOURCE, tmp_path_factory.mktemp("hostile"))
+
+
 def true_class(example: Path) -> str:
     """Bundled examples are named after their class: normal_*.jpeg, pneumonia_*.jpeg."""
     return example.name.split("_")[0].upper()

@@ -110,3 +110,30 @@ def hostile_files(source: Path, folder: Path) -> dict[str, tuple[Path, str]]:
         files[name] = (folder / name, message)
     files["bomb.png"] = (bomb_png(folder / "bomb.png"), "megapixels")
     return files
+
+
+VALID_CASES = [
+    "sixteen_bit.png",
+    "rgba.png",
+    "la.png",
+    "palette.png",
+    "cmyk.jpg",
+    "exif_rotated.jpg",
+    "multi_frame.tif",
+    "animated.gif",
+    "webp.webp",
+    "dicom_12bit.dcm",
+    "dicom_monochrome1.dcm",
+    "dicom_window_16bit.dcm",
+    "dicom_two_frames.dcm",
+]
+HOSTILE_CASES = [
+    "zero_bytes.jpg",
+    "text_named.jpg",
+    "pdf_named.jpg",
+    "random_bytes.png",
+    "truncated.jpg",
+    "tiny.png",
+    "not_really.dcm",
+    "bomb.png",
+]

@@ -7,7 +7,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from tests.conftest import EXAMPLES, true_class
+from tests.conftest import EXAMPLES, VARIANT_SOURCE, true_class
+from tests.inputs import HOSTILE_CASES, VALID_CASES
 
 
 @pytest.fixture(scope="module")
@@ -78,65 +79,22 @@ def test_every_weights_folder_is_offered_and_used(tmp_path):
         process.wait(timeout=30)
 
 
-NORMAL_SOURCE = next(p for p in EXAMPLES if p.name == "normal_NORMAL2-IM-1440-0001.jpeg")
-
-
-@pytest.fixture(scope="module")
-def variant_files(tmp_path_factory):
-    from tests.inputs import xray_variants
-
-    return xray_variants(NORMAL_SOURCE, tmp_path_factory.mktemp("variants"))
-
-
-@pytest.fixture(scope="module")
-def hostile_uploads(tmp_path_factory):
-    from tests.inputs import hostile_files
-
-    return hostile_files(NORMAL_SOURCE, tmp_path_factory.mktemp("hostile"))
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        "sixteen_bit.png",
-        "rgba.png",
-        "palette.png",
-        "cmyk.jpg",
-        "exif_rotated.jpg",
-        "multi_frame.tif",
-        "animated.gif",
-        "dicom_12bit.dcm",
-        "dicom_monochrome1.dcm",
-        "dicom_window_16bit.dcm",
-    ],
-)
+@pytest.mark.parametrize("case", VALID_CASES)
 def test_odd_formats_get_the_same_answer_through_the_api(client, variant_files, case):
-    reference, _ = client.predict(handle_file(str(NORMAL_SOURCE)), api_name="/predict")
+    reference, _ = client.predict(handle_file(str(VARIANT_SOURCE)), api_name="/predict")
     label, overlay = client.predict(handle_file(str(variant_files[case])), api_name="/predict")
     p_ref = {c["label"]: c["confidence"] for c in reference["confidences"]}["PNEUMONIA"]
     p = {c["label"]: c["confidence"] for c in label["confidences"]}["PNEUMONIA"]
     assert p == pytest.approx(p_ref, abs=0.05), case
-    assert Image.open(overlay).size == Image.open(NORMAL_SOURCE).size
+    assert Image.open(overlay).size == Image.open(VARIANT_SOURCE).size
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "zero_bytes.jpg",
-        "text_named.jpg",
-        "pdf_named.jpg",
-        "random_bytes.png",
-        "truncated.jpg",
-        "tiny.png",
-        "not_really.dcm",
-        "bomb.png",
-    ],
-)
+@pytest.mark.parametrize("case", HOSTILE_CASES)
 def test_hostile_uploads_get_a_clear_message_and_the_server_stays_up(client, hostile_uploads, case):
     path, message = hostile_uploads[case]
     with pytest.raises(AppError, match=message):
         client.predict(handle_file(str(path)), api_name="/predict")
-    label, _ = client.predict(handle_file(str(NORMAL_SOURCE)), api_name="/predict")
+    label, _ = client.predict(handle_file(str(VARIANT_SOURCE)), api_name="/predict")
     assert label["label"] in ("NORMAL", "PNEUMONIA")
 
 

@@ -11,46 +11,17 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cxr.io import ImageReadError, read_xray
-from tests.conftest import EXAMPLES
-from tests.inputs import hostile_files, xray_variants
-
-SOURCE = EXAMPLES[0]
-
-
-@pytest.fixture(scope="module")
-def variants(tmp_path_factory):
-    return xray_variants(SOURCE, tmp_path_factory.mktemp("variants"))
-
-
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    return hostile_files(SOURCE, tmp_path_factory.mktemp("hostile"))
+from tests.conftest import VARIANT_SOURCE
+from tests.inputs import HOSTILE_CASES, VALID_CASES
 
 
 def reference() -> np.ndarray:
-    return np.asarray(Image.open(SOURCE).convert("L"), dtype=np.float64)
+    return np.asarray(Image.open(VARIANT_SOURCE).convert("L"), dtype=np.float64)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "sixteen_bit.png",
-        "rgba.png",
-        "la.png",
-        "palette.png",
-        "cmyk.jpg",
-        "exif_rotated.jpg",
-        "multi_frame.tif",
-        "animated.gif",
-        "webp.webp",
-        "dicom_12bit.dcm",
-        "dicom_monochrome1.dcm",
-        "dicom_window_16bit.dcm",
-        "dicom_two_frames.dcm",
-    ],
-)
-def test_valid_formats_read_as_the_same_xray(variants, case):
-    gray = read_xray(variants[case])
+@pytest.mark.parametrize("case", VALID_CASES)
+def test_valid_formats_read_as_the_same_xray(variant_files, case):
+    gray = read_xray(variant_files[case])
     assert gray.mode == "L"
     expected = reference()
     assert gray.size == (expected.shape[1], expected.shape[0])  # upright, full size
@@ -60,26 +31,14 @@ def test_valid_formats_read_as_the_same_xray(variants, case):
     assert np.corrcoef(np.asarray(gray, dtype=np.float64).ravel(), expected.ravel())[0, 1] > 0.99, case
 
 
-def test_sixteen_bit_uses_the_full_range(variants):
-    gray = np.asarray(read_xray(variants["sixteen_bit.png"]))
+def test_sixteen_bit_uses_the_full_range(variant_files):
+    gray = np.asarray(read_xray(variant_files["sixteen_bit.png"]))
     assert gray.max() - gray.min() > 200  # scaled, not clipped to white
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "zero_bytes.jpg",
-        "text_named.jpg",
-        "pdf_named.jpg",
-        "random_bytes.png",
-        "truncated.jpg",
-        "tiny.png",
-        "not_really.dcm",
-        "bomb.png",
-    ],
-)
-def test_hostile_files_get_one_clear_error(hostile, case):
-    path, message = hostile[case]
+@pytest.mark.parametrize("case", HOSTILE_CASES)
+def test_hostile_files_get_one_clear_error(hostile_uploads, case):
+    path, message = hostile_uploads[case]
     with pytest.raises(ImageReadError, match=message):
         read_xray(path)
 

@@ -12,11 +12,13 @@ from cxr.io import read_xray
 from tests.conftest import EXAMPLES, ROOT
 
 
-def run_train(data_dir: Path, tmp_path: Path, name: str, *flags: str) -> tuple[Path, subprocess.CompletedProcess]:
+def run_train(
+    data_dir: Path, tmp_path: Path, name: str, *flags: str, launcher: tuple[str, ...] = (sys.executable,)
+) -> tuple[Path, subprocess.CompletedProcess]:
     """Run train.py on a few real images; returns its output folder and the finished process."""
     out = tmp_path / name
     command = [
-        sys.executable,
+        *launcher,
         "train.py",
         "--data",
         str(data_dir),
@@ -97,21 +99,13 @@ def test_shipped_recipe_flags_run(data_dir, tmp_path):
 
 def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
     """DDP on CPU: gloo backend, 2 processes, a few steps, one process saves."""
-    out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "train.py",
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2")
+    out, result = run_train(
+        data_dir,
+        tmp_path,
+        "ddp",
         "--model",
         "test_efficientnet",
-        "--data",
-        str(data_dir),
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(tmp_path / "cache"),
         "--limit",
         "48",
         "--epochs",
@@ -122,9 +116,8 @@ def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
         "64",
         "--sampler",
         "balanced",
-    ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+        launcher=torchrun,
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["processes"] == 2 and config["train"]["epochs_run"] == 2
     assert "[rank 0] epoch 2" in result.stderr and "[rank 1] epoch" not in result.stderr
