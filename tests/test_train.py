@@ -35,17 +35,15 @@ def run_train(
     return out, result
 
 
+TINY_RUN = ("--model", "test_efficientnet", "--limit", "48", "--epochs", "2")  # a tiny timm model, 2 epochs
+
+
 def test_train_smoke_run(data_dir, tmp_path):
     out, _ = run_train(
         data_dir,
         tmp_path,
         "run",
-        "--model",
-        "test_efficientnet",
-        "--limit",
-        "48",
-        "--epochs",
-        "2",
+        *TINY_RUN,
         "--input-size",
         "96",
     )
@@ -104,12 +102,7 @@ def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
         data_dir,
         tmp_path,
         "ddp",
-        "--model",
-        "test_efficientnet",
-        "--limit",
-        "48",
-        "--epochs",
-        "2",
+        *TINY_RUN,
         "--batch-size",
         "8",
         "--input-size",
