@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cxr.calibrate import calibrate
 from cxr.card import write_model_card
-from cxr.data import Augment, decode_cached, list_samples, normalize, split_by_patient
+from cxr.data import Augment, cache_file, decode_cached, list_samples, normalize, split_by_patient
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import CONFIG_NAME, ModelConfig, build_model, freeze_before, load_model, save_model
 from cxr.ood import fit_and_save
@@ -99,11 +99,11 @@ if args.limit:
     rng = np.random.default_rng(args.seed)
     train_samples = [train_samples[i] for i in sorted(rng.choice(len(train_samples), args.limit, replace=False))]
     val_samples = [val_samples[i] for i in sorted(rng.choice(len(val_samples), args.limit // 2, replace=False))]
-cache_tag = f"{args.split_seed}-{args.input_size}-{args.limit}"
+cache_key = (args.split_seed, args.input_size, args.limit)
 for turn in ("main", "others"):  # the main process writes the cache, the others then read it
     if (turn == "main") == main_process:
-        train_x = decode_cached(train_samples, args.input_size, Path(args.cache_dir) / f"train-{cache_tag}.safetensors")
-        val_x = decode_cached(val_samples, args.input_size, Path(args.cache_dir) / f"val-{cache_tag}.safetensors")
+        train_x = decode_cached(train_samples, args.input_size, cache_file(args.cache_dir, "train", *cache_key))
+        val_x = decode_cached(val_samples, args.input_size, cache_file(args.cache_dir, "val", *cache_key))
     if distributed:
         torch.distributed.barrier()
 train_y = torch.tensor([s.label for s in train_samples], dtype=torch.float32)

@@ -151,6 +151,11 @@ class Preprocessing:
         return normalize(torch.stack(tensors_u8), self.mean, self.std, self.in_chans)
 
 
+def cache_file(cache_dir: str | Path, split: str, split_seed: int, input_size: int, limit: int = 0) -> Path:
+    """Where the decoded tensors of one side of one split live (shared by train.py and cxr.ood)."""
+    return Path(cache_dir) / f"{split}-{split_seed}-{input_size}-{limit}.safetensors"
+
+
 def decode_cached(samples: list[Sample], input_size: int, cache_file: Path | None = None) -> torch.Tensor:
     """Decode every sample once to uint8 (N, 1, S, S), reusing a safetensors cache if it matches."""
     from safetensors.torch import load_file, save_file

@@ -109,7 +109,7 @@ def fit_and_save(
 
 def main() -> None:
     from cxr.card import write_model_card
-    from cxr.data import decode_cached, list_samples, split_by_patient
+    from cxr.data import cache_file, decode_cached, list_samples, split_by_patient
     from cxr.model import load_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,8 +124,8 @@ def main() -> None:
     split = config.train["split"]
     train, val = split_by_patient(list_samples(Path(args.data) / "train"), split["val_fraction"], split["seed"])
     size = config.input_size
-    train_images = decode_cached(train, size, Path(args.cache_dir) / f"train-{split['seed']}-{size}-0.safetensors")
-    val_images = decode_cached(val, size, Path(args.cache_dir) / f"val-{split['seed']}-{size}-0.safetensors")
+    train_images = decode_cached(train, size, cache_file(args.cache_dir, "train", split["seed"], size))
+    val_images = decode_cached(val, size, cache_file(args.cache_dir, "val", split["seed"], size))
     stats = fit_and_save(folder, model, config, train_images, val_images)
     config.to_json(folder / CONFIG_NAME)
     write_model_card(folder)
