@@ -26,6 +26,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data.mixup import Mixup, mixup_target
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
@@ -59,6 +60,9 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--pos-weight", choices=["auto", "none"], default="auto", help="auto = n_normal / n_pneumonia")
 parser.add_argument("--sampler", choices=["none", "balanced"], default="none")
 parser.add_argument("--hflip", action="store_true", help="horizontal flips (off: the heart is on the left)")
+parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (timm Mixup); 0 disables")
+parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (timm Mixup); 0 disables")
+parser.add_argument("--label-smoothing", type=float, default=0.0, help="targets become eps/2 and 1 - eps/2")
 parser.add_argument("--ema", type=float, default=0.998, help="EMA decay of the weights; 0 disables")
 parser.add_argument("--ema-warmup", action="store_true", help="ramp the EMA decay up (short runs, from scratch)")
 parser.add_argument("--target-sensitivity", type=float, default=0.97)
@@ -149,6 +153,11 @@ scheduler = torch.optim.lr_scheduler.OneCycleLR(
 ema = ModelEmaV3(model, decay=args.ema, use_warmup=args.ema_warmup) if args.ema else None
 pos_weight = torch.tensor([n_neg / n_pos], device=device) if args.pos_weight == "auto" else None
 augment = Augment(hflip=args.hflip)
+mixing = (
+    Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, label_smoothing=args.label_smoothing, num_classes=2)
+    if args.mixup or args.cutmix
+    else None
+)
 checkpoint_dir = Path(args.cache_dir) / "checkpoints" / out.name
 
 
@@ -161,6 +170,16 @@ def epoch_order() -> torch.Tensor:
     else:
         order = torch.randperm(len(train_y), generator=generator)
     return order[: per_process * world][rank::world]
+
+
+def batch_targets(inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix the batch (mixup/cutmix) and smooth its labels; targets are P(pneumonia) for the BCE loss."""
+    classes = labels.long()
+    if mixing is not None and len(labels) % 2 == 0:  # timm mixes pairs: an odd last batch goes unmixed
+        inputs, soft = mixing(inputs, classes)
+    else:
+        soft = mixup_target(classes, 2, smoothing=args.label_smoothing)
+    return inputs, soft[:, 1]
 
 
 @torch.no_grad()
@@ -184,8 +203,9 @@ for epoch in range(1, args.epochs + 1):
     for i in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}", mininterval=10):
         index = order[i : i + args.batch_size]
         inputs = normalize(augment(train_x[index], aug_generator), config.mean, config.std, config.in_chans)
+        inputs, targets = batch_targets(inputs, train_y[index])
         logits = net(inputs.to(device)).squeeze(1)
-        loss = F.binary_cross_entropy_with_logits(logits, train_y[index].to(device), pos_weight=pos_weight)
+        loss = F.binary_cross_entropy_with_logits(logits, targets.to(device), pos_weight=pos_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -245,7 +265,15 @@ config.train = {
     "minutes": round(minutes, 1),
     "train_images": len(train_y),
     "val_images": len(val_y),
-    "loss": "bce+pos_weight" if pos_weight is not None else "bce",
+    "loss": "+".join(
+        ["bce"]
+        + ["pos_weight"] * (pos_weight is not None)
+        + [
+            f"{name}{value:g}"
+            for name, value in (("mixup", args.mixup), ("cutmix", args.cutmix), ("smoothing", args.label_smoothing))
+            if value
+        ]
+    ),
     "sampler": args.sampler,
     "processes": world,
     "split": {

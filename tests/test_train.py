@@ -68,7 +68,7 @@ def test_train_smoke_run(data_dir, tmp_path):
 
 
 def test_shipped_recipe_flags_run(data_dir, tmp_path):
-    """The shipped recipe's switches (ImageNet start, frozen stem) and the other balancing options."""
+    """The shipped recipe's switches (ImageNet start, frozen stem), the other balancing and mixing options."""
     out, result = run_train(
         data_dir,
         tmp_path,
@@ -83,6 +83,12 @@ def test_shipped_recipe_flags_run(data_dir, tmp_path):
         "--pos-weight",
         "none",
         "--hflip",
+        "--mixup",
+        "0.2",
+        "--cutmix",
+        "1.0",
+        "--label-smoothing",
+        "0.1",
         "--limit",
         "32",
         "--epochs",
@@ -92,7 +98,7 @@ def test_shipped_recipe_flags_run(data_dir, tmp_path):
     )
     assert "Loaded ImageNet EfficientNet-Lite0 weights" in result.stderr
     config = json.loads((out / "config.json").read_text())
-    assert config["train"]["loss"] == "bce" and config["train"]["sampler"] == "balanced"
+    assert config["train"]["loss"] == "bce+mixup0.2+cutmix1+smoothing0.1" and config["train"]["sampler"] == "balanced"
 
 
 def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
