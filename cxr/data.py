@@ -145,7 +145,11 @@ class Preprocessing:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """One image of any size or mode → a (1, C, S, S) float tensor for the model."""
-        return self.batch([resize_to_input(to_grayscale(image), self.input_size)])
+        return self.batch([self.tensor(image)])
+
+    def tensor(self, image: Image.Image) -> torch.Tensor:
+        """One image of any size or mode → uint8 (1, S, S) at the model's input size."""
+        return resize_to_input(to_grayscale(image), self.input_size)
 
     def batch(self, tensors_u8: list[torch.Tensor]) -> torch.Tensor:
         return normalize(torch.stack(tensors_u8), self.mean, self.std, self.in_chans)

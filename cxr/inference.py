@@ -23,7 +23,7 @@ class Prediction:
     probability: float  # calibrated P(PNEUMONIA)
     label: str  # the decision at the model's threshold
     threshold: float
-    cam: np.ndarray  # Grad-CAM map in [0, 1], model input size
+    cam: np.ndarray | None  # Grad-CAM map in [0, 1] at model input size (None from ``screen``)
     ood_distance: float | None = None  # distance from the training X-rays (None: no check fitted)
     unusual: bool = False  # True: does not look like the training data, the answer is unreliable
 
@@ -61,8 +61,26 @@ class Predictor:
             finally:
                 if capture:
                     capture.close()
+        return self._prediction(logit, capture.features[0] if capture else None, cam_map)
+
+    @torch.no_grad()
+    def screen(self, images: list[Image.Image]) -> list[Prediction]:
+        """Many images in one forward pass, without Grad-CAM (``cam`` is None): for batch use."""
+        batch = self.preprocess.batch([self.preprocess.tensor(image) for image in images])
+        with self._lock:
+            capture = FeatureCapture(self.model) if self.ood else None
+            try:
+                logits = self.model(batch).squeeze(1).float().tolist()
+            finally:
+                if capture:
+                    capture.close()
+        return [
+            self._prediction(logit, capture.features[i] if capture else None, None) for i, logit in enumerate(logits)
+        ]
+
+    def _prediction(self, logit: float, features: torch.Tensor | None, cam_map: np.ndarray | None) -> Prediction:
         probability = float(probabilities(logit, self.config.temperature, self.config.logit_bias))
-        distance = float(self.ood.distance(capture.features)[0]) if capture else None
+        distance = float(self.ood.distance(features[None])[0]) if features is not None else None
         unusual = distance is not None and distance > self.ood.threshold
         return Prediction(probability, self.decide(probability), self.config.threshold, cam_map, distance, unusual)
 

@@ -1,0 +1,135 @@
+"""Screen many chest X-ray files: one CSV row per file, optional Grad-CAM overlays.
+
+    python -m cxr.predict PATH... [--weights DIR] [--out results.csv] [--cam-dir DIR] [--batch-size 32]
+
+PATHs are files or folders (searched recursively for images and DICOM). Without --cam-dir the
+images go through the model in batches (no gradients); with it each one gets its Grad-CAM
+overlay as a PNG. A file that cannot be read gets a row with its error; the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from cxr.hub import resolve_weights
+from cxr.inference import Prediction, Predictor
+from cxr.io import ImageReadError, read_xray
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"}
+FIELDS = ["file", "probability", "decision", "threshold", "unusual", "ood_distance", "overlay", "error"]
+
+
+def collect_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given (whatever their name, so bad ones get reported), folders searched for images."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
+def _row(file: Path, prediction: Prediction | None = None, error: str = "", overlay: str = "") -> dict:
+    if prediction is None:
+        return {"file": str(file), "error": error}
+    distance = prediction.ood_distance
+    return {
+        "file": str(file),
+        "probability": f"{prediction.probability:.6f}",
+        "decision": prediction.label,
+        "threshold": f"{prediction.threshold:.6f}",
+        "unusual": "" if distance is None else int(prediction.unusual),
+        "ood_distance": "" if distance is None else f"{distance:.1f}",
+        "overlay": overlay,
+        "error": "",
+    }
+
+
+def _read(file: Path) -> Image.Image | str:
+    """The image, or the reason it cannot be read."""
+    if not file.is_file():
+        return "No such file."
+    try:
+        return read_xray(file)
+    except ImageReadError as error:
+        return str(error)
+    except OSError as error:  # permission denied, a file that vanished while read
+        return error.strerror or str(error)
+
+
+def _overlay_path(cam_dir: Path, file: Path, taken: set[str]) -> Path:
+    """``<stem>.png`` in ``cam_dir``, numbered when two inputs share a stem."""
+    name, n = f"{file.stem}.png", 1
+    while name in taken:
+        n += 1
+        name = f"{file.stem}-{n}.png"
+    taken.add(name)
+    return cam_dir / name
+
+
+def predict_files(
+    predictor: Predictor, files: list[Path], batch_size: int = 32, cam_dir: Path | None = None
+) -> Iterator[dict]:
+    """One CSV row (a dict of FIELDS) per file, in order, with a progress bar."""
+    if cam_dir:
+        cam_dir.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    with tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr) as progress:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            images = [_read(file) for file in chunk]
+            readable = [(file, image) for file, image in zip(chunk, images) if isinstance(image, Image.Image)]
+            rows = {file: _row(file, error=image) for file, image in zip(chunk, images) if isinstance(image, str)}
+            if cam_dir:  # Grad-CAM needs a backward per image
+                for file, image in readable:
+                    prediction, picture = predictor.explain(image)
+                    target = _overlay_path(cam_dir, file, taken)
+                    picture.save(target)
+                    rows[file] = _row(file, prediction, overlay=str(target))
+            elif readable:
+                predictions = predictor.screen([image for _, image in readable])
+                rows |= {file: _row(file, prediction) for (file, _), prediction in zip(readable, predictions)}
+            yield from (rows[file] for file in chunk)
+            progress.update(len(chunk))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image or DICOM files, or folders of them")
+    parser.add_argument("--weights", default=None, help="weights folder (default: what the app loads)")
+    parser.add_argument("--out", default=None, help="CSV file (default: standard output)")
+    parser.add_argument("--cam-dir", default=None, help="write a Grad-CAM overlay PNG per image here")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    files = collect_files(args.paths)
+    if not files:
+        parser.error("no image files found in " + " ".join(args.paths))
+    predictor = Predictor.from_folder(Path(args.weights) if args.weights else resolve_weights())
+    cam_dir = Path(args.cam_dir) if args.cam_dir else None
+    failed = 0
+    with open(args.out, "w", newline="") if args.out else contextlib.nullcontext(sys.stdout) as stream:
+        writer = csv.DictWriter(stream, FIELDS)
+        writer.writeheader()
+        for row in predict_files(predictor, files, args.batch_size, cam_dir):
+            writer.writerow(row)
+            failed += bool(row["error"])
+    log.info("%d files: %d answered, %d could not be read", len(files), len(files) - failed, failed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
