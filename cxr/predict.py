@@ -90,18 +90,22 @@ def predict_files(
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
             images = [_read(file) for file in chunk]
-            readable = [(file, image) for file, image in zip(chunk, images) if isinstance(image, Image.Image)]
-            rows = {file: _row(file, error=image) for file, image in zip(chunk, images) if isinstance(image, str)}
+            rows = [
+                _row(file, error=image) if isinstance(image, str) else None
+                for file, image in zip(chunk, images, strict=True)
+            ]
+            readable = [i for i, image in enumerate(images) if isinstance(image, Image.Image)]
             if cam_dir:  # Grad-CAM needs a backward per image
-                for file, image in readable:
-                    prediction, picture = predictor.explain(image)
-                    target = _overlay_path(cam_dir, file, taken)
+                for i in readable:
+                    prediction, picture = predictor.explain(images[i])
+                    target = _overlay_path(cam_dir, chunk[i], taken)
                     picture.save(target)
-                    rows[file] = _row(file, prediction, overlay=str(target))
+                    rows[i] = _row(chunk[i], prediction, overlay=str(target))
             elif readable:
-                predictions = predictor.screen([image for _, image in readable])
-                rows |= {file: _row(file, prediction) for (file, _), prediction in zip(readable, predictions)}
-            yield from (rows[file] for file in chunk)
+                predictions = predictor.screen([images[i] for i in readable])
+                for i, prediction in zip(readable, predictions, strict=True):
+                    rows[i] = _row(chunk[i], prediction)
+            yield from rows
             progress.update(len(chunk))
 
 
