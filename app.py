@@ -54,8 +54,8 @@ def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[dict
     prediction, overlay = predictor_for(model or DEFAULT_MODEL).explain(image)
     # Gradio stores a returned image under a hash of its bytes and writes it in place: two concurrent
     # identical answers (two users on one example) would share a file while it is rewritten. A
-    # per-request PNG text chunk keeps every answer its own file.
-    overlay.info["request"] = uuid.uuid4().hex
+    # per-request JPEG comment keeps every answer its own file.
+    overlay.info["comment"] = uuid.uuid4().hex
     if prediction.unusual:
         gr.Warning(UNUSUAL)
     return prediction.confidences(), overlay, UNUSUAL if prediction.unusual else ""
@@ -103,7 +103,8 @@ with gr.Blocks(
         with gr.Column():
             label = gr.Label(label="Probability", show_heading=False)
             verdict = gr.Markdown()
-            cam = gr.Image(type="pil", format="png", label="Grad-CAM: where the model looked")
+            # JPEG: encoding a 1024 px overlay as PNG took longer than the model (see README, Speed)
+            cam = gr.Image(type="pil", format="jpeg", label="Grad-CAM: where the model looked")
     warning = gr.State("")  # UI only: gradio_client results leave State out
     analyze.click(predict, [image, model], [label, cam, warning], api_name="predict", preprocess=False).success(
         decision, [label, model, warning], verdict, api_visibility="private"

@@ -27,7 +27,7 @@ def _answer(client, image: Path) -> tuple[float, str]:
 
     label, overlay = client.predict(handle_file(str(image)), api_name="/predict")
     probability = next(c["confidence"] for c in label["confidences"] if c["label"] == "PNEUMONIA")
-    with Image.open(overlay) as picture:  # the pixels: each answer's PNG carries its own request id
+    with Image.open(overlay) as picture:  # the pixels: each answer's file carries its own request id
         return probability, hashlib.sha256(picture.tobytes()).hexdigest()
 
 

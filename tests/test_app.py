@@ -34,8 +34,15 @@ def test_every_example_gets_its_true_class_and_an_overlay(client, example):
     decision = "PNEUMONIA" if confidences["PNEUMONIA"] >= threshold else "NORMAL"
     assert decision == true_class(example), confidences
     with Image.open(overlay_path) as overlay, Image.open(example) as original:
-        assert overlay.format == "PNG" and overlay.mode == "RGB"
+        assert overlay.format == "JPEG" and overlay.mode == "RGB"
         assert abs(overlay.width / overlay.height - original.width / original.height) < 0.01
+
+
+def test_identical_answers_are_separate_files(client):
+    """Two users on one example: each overlay is its own file (Gradio would rewrite a shared one in place)."""
+    first, second = (client.predict(handle_file(str(EXAMPLES[0])), api_name="/predict")[1] for _ in range(2))
+    with Image.open(first) as a, Image.open(second) as b:
+        assert a.tobytes() == b.tobytes() and a.info["comment"] != b.info["comment"]
 
 
 def test_a_file_that_is_not_an_image_gets_a_clear_error(client, tmp_path):
