@@ -96,15 +96,19 @@ with gr.Blocks(
     with gr.Row():
         with gr.Column():
             image = gr.Image(
-                type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Chest X-ray (drag and drop)"
+                type="filepath",
+                image_mode=None,
+                sources=["upload", "clipboard"],
+                label="Chest X-ray (drag and drop)",
+                elem_id="xray",
             )
-            model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model")
-            analyze = gr.Button("Analyze", variant="primary")
+            model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model", elem_id="model")
+            analyze = gr.Button("Analyze", variant="primary", elem_id="analyze")
         with gr.Column():
-            label = gr.Label(label="Probability", show_heading=False)
-            verdict = gr.Markdown()
+            label = gr.Label(label="Probability", show_heading=False, elem_id="probability")
+            verdict = gr.Markdown(elem_id="decision")
             # JPEG: encoding a 1024 px overlay as PNG took longer than the model (see README, Speed)
-            cam = gr.Image(type="pil", format="jpeg", label="Grad-CAM: where the model looked")
+            cam = gr.Image(type="pil", format="jpeg", label="Grad-CAM: where the model looked", elem_id="overlay")
     warning = gr.State("")  # UI only: gradio_client results leave State out
     analyze.click(predict, [image, model], [label, cam, warning], api_name="predict", preprocess=False).success(
         decision, [label, model, warning], verdict, api_visibility="private"
@@ -113,7 +117,7 @@ with gr.Blocks(
     for trigger in (image.change, model.change):
         trigger(lambda: (None, None, ""), None, [label, cam, verdict], api_visibility="private")
     if EXAMPLES:
-        gr.Examples(EXAMPLES, inputs=image, label="Example X-rays (Kermany et al. 2018, CC BY 4.0)")
+        gr.Examples(EXAMPLES, inputs=image, label="Example X-rays (Kermany et al. 2018, CC BY 4.0)", elem_id="examples")
     about = gr.Markdown(describe(DEFAULT_MODEL))
     model.change(describe, model, about, api_visibility="private")
 

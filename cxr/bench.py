@@ -1,36 +1,54 @@
-"""Latency on this machine: plain forward, predict + Grad-CAM, and app cold start to first answer.
+"""Speed on this machine: per model, and through the running app.
 
-python -m cxr.bench [--weights DIR] [--runs 30] [--json]
+    python -m cxr.bench [--weights DIR ...] [--runs 30] [--batch-size 32] [--json]
+    python -m cxr.bench --train resnet18 efficientnet_lite0:blocks.2     # training img/s instead
+
+For each model (default: every bundled weights folder): p50/p95 of a plain forward, of predict +
+Grad-CAM, and of the whole answer (decode, predict, overlay); folder throughput of
+``python -m cxr.predict`` (images/s, decode included). Then, for the default model, the app:
+cold start (``python app.py`` launched → first /predict answer) and the ``gradio_client`` round
+trip. With --json the last stdout line is one JSON object; its top-level figures are the
+default model's.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cxr.evaluate import print_report
-from cxr.hub import resolve_weights
+from cxr.hub import WEIGHTS_DIR, bundled_models, resolve_weights
 from cxr.inference import Predictor
 from cxr.io import read_xray
 from cxr.serve import ROOT, running_app
 
+EXAMPLES = sorted((ROOT / "examples").glob("*.jpeg"))
 
-def _p50_ms(fn, runs: int) -> float:
-    fn()  # warm-up
+
+def timed_ms(fn: Callable[[], object], runs: int) -> dict[str, float]:
+    """p50 and p95 in milliseconds after one warm-up call."""
+    fn()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000)
-    return float(np.median(times))
+    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
 
 
-def model_latency(weights: Path, image_path: Path, runs: int) -> dict[str, float]:
-    """p50 of a plain forward and of the full predict + Grad-CAM + overlay path, one image."""
+def _flat(prefix: str, stats: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}_ms_{key}": round(value, 1) for key, value in stats.items()}
+
+
+def model_speed(weights: Path, image_path: Path, runs: int, batch_size: int) -> dict[str, float]:
+    """One model: latency of forward, predict + Grad-CAM and the full answer; batch throughput."""
+    from cxr.predict import predict_files
+
     predictor = Predictor.from_folder(weights)
     image = read_xray(image_path)
     batch = predictor.preprocess(image)
@@ -39,11 +57,29 @@ def model_latency(weights: Path, image_path: Path, runs: int) -> dict[str, float
         with torch.no_grad():
             predictor.model(batch)
 
-    return {
-        "forward_ms_p50": _p50_ms(forward, runs),
-        "predict_cam_ms_p50": _p50_ms(lambda: predictor.predict(image), runs),
-        "explain_ms_p50": _p50_ms(lambda: predictor.explain(read_xray(image_path)), runs),
-    }
+    results = {"parameters": sum(p.numel() for p in predictor.model.parameters())}
+    results |= _flat("forward", timed_ms(forward, runs))
+    results |= _flat("predict_cam", timed_ms(lambda: predictor.predict(image), runs))
+    results |= _flat("explain", timed_ms(lambda: predictor.explain(read_xray(image_path)), runs))
+    files = (EXAMPLES * (2 * batch_size // len(EXAMPLES) + 1))[: 2 * batch_size]  # full-size JPEGs
+    list(predict_files(predictor, files[:batch_size], batch_size))  # warm-up
+    start = time.perf_counter()
+    list(predict_files(predictor, files, batch_size))
+    results["batch_images_per_s"] = round(len(files) / (time.perf_counter() - start), 1)
+    return results
+
+
+def app_speed(image_path: Path, runs: int) -> dict[str, float]:
+    """Cold start (launch → first answer) and the gradio_client round trip, default model."""
+    from gradio_client import Client, handle_file
+
+    start = time.perf_counter()
+    with running_app() as url:
+        client = Client(url, verbose=False)
+        client.predict(handle_file(str(image_path)), api_name="/predict")
+        cold = time.perf_counter() - start
+        stats = timed_ms(lambda: client.predict(handle_file(str(image_path)), api_name="/predict"), runs)
+    return {"cold_start_s": round(cold, 2)} | _flat("client", stats)
 
 
 def train_throughput(architecture: str, in_chans: int, freeze_until: str | None = None, steps: int = 4) -> float:
@@ -70,21 +106,13 @@ def train_throughput(architecture: str, in_chans: int, freeze_until: str | None 
     return 32 * steps / (time.perf_counter() - start)
 
 
-def cold_start(image_path: Path) -> float:
-    """Seconds from launching ``python app.py`` to the first /predict answer through gradio_client."""
-    from gradio_client import Client, handle_file
-
-    start = time.perf_counter()
-    with running_app() as url:
-        Client(url, verbose=False).predict(handle_file(str(image_path)), api_name="/predict")
-        return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default=None)
+    parser.add_argument("--weights", nargs="*", default=None, help="weights folders (default: every bundled one)")
     parser.add_argument("--image", default=None, help="default: the first bundled example")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32, help="for the folder throughput")
+    parser.add_argument("--no-app", action="store_true", help="skip cold start and client round trip")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--train",
@@ -99,11 +127,17 @@ def main() -> None:
             for chans in (1, 3):
                 print(f"{spec:28s} in_chans={chans}: {train_throughput(arch, chans, freeze or None):.1f} train img/s")
         return
-    weights = Path(args.weights) if args.weights else resolve_weights()
-    image = Path(args.image) if args.image else sorted((ROOT / "examples").glob("*.jpeg"))[0]
-    results = {"weights": str(weights), "torch_threads": torch.get_num_threads()}
-    results |= model_latency(weights, image, args.runs)
-    results["cold_start_s"] = cold_start(image)
+    default = resolve_weights()
+    folders = [Path(w) for w in args.weights] if args.weights else [WEIGHTS_DIR / name for name in bundled_models()]
+    folders = sorted(folders, key=lambda folder: folder.resolve() != default.resolve())  # default first
+    image = Path(args.image) if args.image else EXAMPLES[0]
+    models = {folder.name: model_speed(folder, image, args.runs, args.batch_size) for folder in folders}
+    first = next(iter(models.values()))
+    results = {"default": folders[0].name, "image": image.name, "torch_threads": torch.get_num_threads()}
+    results |= {key: value for key, value in first.items() if key != "parameters"}
+    if not args.no_app:
+        results |= app_speed(image, args.runs)
+    results["models"] = models
     print_report(results, args.json)
 
 

@@ -1,0 +1,127 @@
+"""The Space as a person meets it: Debian's Chromium driven by Playwright against the running app.
+
+Needs /usr/bin/chromium (`apt-get install chromium`; `.ci/run` installs it). Without it these tests
+skip, unless CXR_REQUIRE_BROWSER=1 (set in CI) makes that a failure. Set CXR_SCREENSHOT=PATH to
+keep the screenshot of the finished analysis (README's picture comes from here).
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES, true_class
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking switches Chromium keeps dialling Google on this closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 60_000  # a first analysis on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} not found: apt-get install chromium"
+        if os.environ.get("CXR_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    page.wait_for_selector("#xray button.upload-container")
+    yield page
+    page.close()
+
+
+def drop_file(page, path: Path, name: str | None = None) -> None:
+    """A real drop event on the image box, its DataTransfer carrying the file's bytes."""
+    name = name or path.name
+    transfer = page.evaluate_handle(
+        """([data, name, type]) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type }));
+            return transfer;
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), name, mimetypes.guess_type(name)[0] or ""],
+    )
+    target = page.locator("#xray button.upload-container")
+    for event in ("dragenter", "dragover", "drop"):
+        target.dispatch_event(event, {"dataTransfer": transfer})
+
+
+def analyze(page) -> tuple[str, float]:
+    """Click Analyze and wait for the answer: (decision shown, P(pneumonia) shown in %)."""
+    page.click("#analyze")
+    decision = page.locator("#decision").filter(has_text="Decision:")
+    decision.wait_for()
+    page.locator("#overlay img").wait_for()
+    text = decision.inner_text()
+    label = re.search(r"Decision: (NORMAL|PNEUMONIA)", text).group(1)
+    probability = float(re.search(r"P\(pneumonia\) = ([0-9.]+)", text).group(1))
+    return label, probability
+
+
+def test_drag_and_drop_a_full_size_xray(page, originals_dir, tmp_path):
+    original = sorted(originals_dir.glob("PNEUMONIA/*"))[0]
+    drop_file(page, original)
+    page.locator("#xray img").wait_for()  # the upload's preview
+    label, probability = analyze(page)
+    assert label == "PNEUMONIA" and probability >= 0.5
+    assert "PNEUMONIA" in page.inner_text("#probability")
+    overlay = page.locator("#overlay img")
+    assert overlay.evaluate("img => img.complete && img.naturalWidth") > 0  # loaded, not a broken icon
+    screenshot = tmp_path / "analysis.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 50_000
+    if os.environ.get("CXR_SCREENSHOT"):
+        shutil.copy(screenshot, os.environ["CXR_SCREENSHOT"])
+
+
+def test_every_example_click_shows_its_result(page):
+    examples = page.locator("#examples button.gallery-item")
+    assert examples.count() == len(EXAMPLES)
+    for index, example in enumerate(EXAMPLES):
+        examples.nth(index).click()
+        page.locator("#decision").filter(has_text="Decision:").wait_for(state="detached")  # the old answer goes
+        page.locator(f'#xray img[src*="{example.name}"]').wait_for()  # this example is the input now
+        label, _ = analyze(page)
+        assert label == true_class(example), example.name
+
+
+def test_a_file_that_is_not_an_image_shows_the_error_and_the_page_still_works(page, tmp_path):
+    fake = tmp_path / "scan.jpg"
+    fake.write_text("just some text, not an X-ray\n" * 20)
+    drop_file(page, fake)
+    page.click("#analyze")
+    toast = page.get_by_text("not an image that can be read")
+    toast.first.wait_for()
+    assert not page.locator("#decision").filter(has_text="Decision:").count()
+    drop_file(page, EXAMPLES[-1])  # the same page answers the next upload
+    page.locator("#xray img").wait_for()
+    label, _ = analyze(page)
+    assert label == true_class(EXAMPLES[-1])
