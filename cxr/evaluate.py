@@ -2,8 +2,12 @@
 
     python -m cxr.evaluate --data ../shared/data/chest_xray --split val
     python -m cxr.evaluate --data ../shared/data/val_originals --json --plots plots/
+    python -m cxr.evaluate --data ../shared/data/chest_xray --split val --flip-tta        # a lever, measured
+    python -m cxr.evaluate --data ../shared/data/chest_xray --split val --weights A B    # an ensemble
 
-Uses the weights' own preprocessing, temperature and threshold.
+Uses the weights' own preprocessing, temperature and threshold. Several --weights: the mean of their
+calibrated probabilities at the mean of their thresholds. --flip-tta: each logit is the mean of the
+image's and its mirror image's (the threshold was chosen without it: compare AUCs).
 """
 
 from __future__ import annotations
@@ -35,48 +39,64 @@ def validation_samples(data_dir: str | Path, config: ModelConfig) -> list[Sample
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, samples: list[Sample], batch_size: int = 64) -> np.ndarray:
-    """Raw logits for each sample, decoded and preprocessed as in the app."""
+def predict_logits(
+    model: torch.nn.Module, samples: list[Sample], batch_size: int = 64, flip: bool = False
+) -> np.ndarray:
+    """Raw logits for each sample, decoded and preprocessed as in the app (``flip``: mean with the mirror)."""
     pre = preprocessing_for(model)
     logits = []
     for start in tqdm(range(0, len(samples), batch_size), desc="evaluate", unit="batch"):
         chunk = samples[start : start + batch_size]
         batch = pre.batch([resize_to_input(load_grayscale(s.path), pre.input_size) for s in chunk])
-        logits.append(model(batch).squeeze(1))
+        output = model(batch).squeeze(1)
+        if flip:
+            output = (output + model(batch.flip(-1)).squeeze(1)) / 2
+        logits.append(output)
     return torch.cat(logits).numpy()
 
 
-def evaluate(weights: str | Path, samples: list[Sample], plots: str | Path | None = None) -> dict:
-    """Metrics of ``weights`` on ``samples`` at the weights' own threshold, with a bootstrap AUC interval."""
-    model, config = load_model(weights)
-    probs = probabilities(predict_logits(model, samples), config.temperature, config.logit_bias)
+def evaluate(
+    weights: str | Path | list[str | Path], samples: list[Sample], plots: str | Path | None = None, flip: bool = False
+) -> dict:
+    """Metrics at the weights' own threshold, with a bootstrap AUC interval; a list of weights is an ensemble."""
+    members = [weights] if isinstance(weights, str | Path) else list(weights)
+    probs, thresholds = [], []
+    for member in members:
+        model, config = load_model(member)
+        probs.append(probabilities(predict_logits(model, samples, flip=flip), config.temperature, config.logit_bias))
+        thresholds.append(config.threshold)
+    prob, threshold = np.mean(probs, axis=0), float(np.mean(thresholds))
     labels = np.array([s.label for s in samples])
-    metrics = binary_metrics(probs, labels, config.threshold)
+    metrics = binary_metrics(prob, labels, threshold)
     if 0 < labels.sum() < len(labels):
-        metrics["auc_ci95"] = list(auc_confidence_interval(probs, labels))
+        metrics["auc_ci95"] = list(auc_confidence_interval(prob, labels))
     if plots:
         from cxr.plots import save_plots
 
-        save_plots(probs, labels, config.threshold, plots)
+        save_plots(prob, labels, threshold, plots)
     return metrics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder with NORMAL/ and PNEUMONIA/ (or train/ for --split)")
-    parser.add_argument("--weights", default=None, help="weights folder (default: what the app loads)")
+    parser.add_argument("--weights", nargs="+", default=None, help="weights folder(s) (default: what the app loads)")
     parser.add_argument("--split", choices=["val"], default=None, help="the config's validation split of DATA/train")
+    parser.add_argument("--flip-tta", action="store_true", help="average each logit with its mirror image's")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--plots", default=None, metavar="OUT", help="write ROC, PR, reliability, confusion PNGs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    weights = Path(args.weights) if args.weights else resolve_weights()
+    weights = [Path(w) for w in args.weights] if args.weights else [resolve_weights()]
     if args.split == "val":
-        samples = validation_samples(args.data, ModelConfig.from_json(weights / "config.json"))
+        splits = [validation_samples(args.data, ModelConfig.from_json(w / "config.json")) for w in weights]
+        if any([s.path for s in split] != [s.path for s in splits[0]] for split in splits):
+            parser.error("these weights were validated on different splits")
+        samples = splits[0]
     else:
         samples = list_samples(args.data)
-    print_report(evaluate(weights, samples, args.plots), args.json)
+    print_report(evaluate(weights, samples, args.plots, args.flip_tta), args.json)
 
 
 def print_report(results: dict, as_json: bool) -> None:

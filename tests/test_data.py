@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
@@ -138,3 +139,24 @@ def test_evaluate_command_on_full_size_images(originals_dir):
     assert metrics["n"] == 16
     assert sum(map(sum, metrics["confusion"])) == 16
     assert metrics["accuracy"] >= 0.75  # full-size uploads go through the same preprocessing
+
+
+@torch.no_grad()
+def test_flip_tta_and_ensemble_levers(data_dir):
+    """--flip-tta averages with the mirror image; an ensemble averages its members' calibrated probabilities."""
+    from PIL import ImageOps
+
+    from cxr.data import load_grayscale
+    from cxr.evaluate import evaluate
+    from cxr.model import preprocessing_for
+
+    weights = WEIGHTS_DIR / DEFAULT_MODEL
+    model, config = load_model(weights)
+    samples = validation_samples(data_dir, config)[::40]  # 19 images, both classes
+    preprocess = preprocessing_for(model)
+    mirrored = np.array([float(model(preprocess(ImageOps.mirror(load_grayscale(s.path))))) for s in samples])
+    plain, flipped = predict_logits(model, samples), predict_logits(model, samples, flip=True)
+    np.testing.assert_allclose(flipped, (plain + mirrored) / 2, atol=1e-4)
+    assert not np.allclose(plain, mirrored, atol=1e-3)  # the mirror is a different input
+    alone, pair = evaluate(weights, samples), evaluate([weights, weights], samples)
+    assert pair["auc"] == pytest.approx(alone["auc"]) and pair["confusion"] == alone["confusion"]
