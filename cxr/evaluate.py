@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from cxr.data import Sample, list_samples, load_grayscale, resize_to_input, split_by_patient
-from cxr.hub import resolve_weights
+from cxr.hub import HUB_ERRORS, fetch_weights, resolve_weights
 from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
 from cxr.model import ModelConfig, load_model, preprocessing_for
 
@@ -80,7 +80,12 @@ def evaluate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder with NORMAL/ and PNEUMONIA/ (or train/ for --split)")
-    parser.add_argument("--weights", nargs="+", default=None, help="weights folder(s) (default: what the app loads)")
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        default=None,
+        help="weights folders or Hub repos org/name[@rev] (default: what the app loads)",
+    )
     parser.add_argument("--split", choices=["val"], default=None, help="the config's validation split of DATA/train")
     parser.add_argument("--flip-tta", action="store_true", help="average each logit with its mirror image's")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -88,7 +93,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    weights = [Path(w) for w in args.weights] if args.weights else [resolve_weights()]
+    # A folder, or a Hub repo id (org/name[@revision]); a repo that cannot be fetched is an error here,
+    # not a fallback: an evaluation must measure the weights it names.
+    try:
+        weights = [w if w.is_dir() else fetch_weights(*str(w).split("@", 1)) for w in map(Path, args.weights or [])]
+    except HUB_ERRORS as error:
+        parser.error(f"--weights: neither a folder nor a Hub repo that can be fetched ({type(error).__name__})")
+    weights = weights or [resolve_weights()]
     if args.split == "val":
         splits = [validation_samples(args.data, ModelConfig.from_json(w / "config.json")) for w in weights]
         if any([s.path for s in split] != [s.path for s in splits[0]] for split in splits):

@@ -11,6 +11,7 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RevisionResolutionError
 
 from cxr.model import CONFIG_NAME, WEIGHTS_NAME
+from cxr.ood import OOD_NAME
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(os.environ.get("CXR_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
 DEFAULT_MODEL = "efficientnet_lite0"
 # Everything snapshot_download raises when the Hub or its cache cannot provide the files.
-_HUB_ERRORS = (OSError, EntryNotFoundError, HFValidationError, RevisionResolutionError, httpx2.HTTPError)
+HUB_ERRORS = (OSError, EntryNotFoundError, HFValidationError, RevisionResolutionError, httpx2.HTTPError)
 
 
 def bundled_models(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
@@ -45,8 +46,8 @@ def resolve_weights(
     if Path(repo_id).is_dir():
         return Path(repo_id)
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
-    except _HUB_ERRORS as error:
+        folder = fetch_weights(repo_id, revision)
+    except HUB_ERRORS as error:
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         log.warning(
             "Hub weights %s@%s unavailable (%s); using bundled weights %s",
@@ -68,6 +69,15 @@ def resolve_weights(
         return fallback
     log.info("Using Hub weights %s@%s from %s", repo_id, revision or "main", folder)
     return Path(folder)
+
+
+def fetch_weights(repo_id: str, revision: str | None = None) -> Path:
+    """A Hub repo's weights folder (config, weights, out-of-distribution check, card), via the Hub cache.
+
+    Raises what ``snapshot_download`` raises; ``resolve_weights`` turns that into a fallback.
+    """
+    patterns = [CONFIG_NAME, WEIGHTS_NAME, OOD_NAME, "README.md"]
+    return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
 
 
 def model_choices() -> dict[str, Path]:

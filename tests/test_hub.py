@@ -6,6 +6,7 @@ huggingface_hub reads its settings at import, so each case runs in a fresh inter
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +27,9 @@ RESOLVE = (
 )
 
 
-def seed_hub_cache(cache: Path, repo_id: str, commit: str, source: Path, ref: str = "main") -> Path:
+def seed_hub_cache(
+    cache: Path, repo_id: str, commit: str, source: Path, ref: str = "main", names=(CONFIG_NAME, WEIGHTS_NAME)
+) -> Path:
     """Lay out a Hub cache entry exactly as huggingface_hub writes one (blobs, refs, snapshots)."""
     repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo_dir / "snapshots" / commit
@@ -34,7 +37,7 @@ def seed_hub_cache(cache: Path, repo_id: str, commit: str, source: Path, ref: st
     (repo_dir / "blobs").mkdir()
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / ref).write_text(commit)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
+    for name in names:
         data = (source / name).read_bytes()
         blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
         blob.write_bytes(data)
@@ -94,3 +97,47 @@ def test_no_repo_configured_means_bundled(monkeypatch):
 
     monkeypatch.delenv("CXR_MODEL_REPO", raising=False)
     assert resolve_weights() == WEIGHTS_DIR / DEFAULT_MODEL
+
+
+def test_a_trained_model_from_the_hub_cache_keeps_its_ood_check_and_evaluates(tmp_path, originals_dir):
+    """A real trained folder as a Hub repo: the predictor gets its out-of-distribution file too,
+    and `cxr.evaluate --weights org/name` measures exactly those weights."""
+    from cxr.ood import OOD_NAME
+
+    cache = tmp_path / "hub"
+    names = (CONFIG_NAME, WEIGHTS_NAME, OOD_NAME, "README.md")
+    seed_hub_cache(cache, REPO, COMMIT, WEIGHTS_DIR / DEFAULT_MODEL, names=names)
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    script = (
+        "from cxr import Predictor, resolve_weights\n"
+        "predictor = Predictor.from_folder(resolve_weights())\n"
+        "print(predictor.ood is not None, predictor.config.architecture)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "CXR_MODEL"))}
+    loaded = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**clean, **env, "CXR_MODEL_REPO": REPO},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode == 0 and loaded.stdout.split() == ["True", DEFAULT_MODEL], loaded.stderr[-2000:]
+
+    def evaluate(weights: str) -> dict:
+        command = [sys.executable, "-m", "cxr.evaluate", "--data", str(originals_dir), "--weights", weights, "--json"]
+        result = subprocess.run(command, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert evaluate(f"{REPO}@{COMMIT}") == evaluate(str(WEIGHTS_DIR / DEFAULT_MODEL))
+    missing = subprocess.run(
+        [sys.executable, "-m", "cxr.evaluate", "--data", str(originals_dir), "--weights", "cxr-test/absent"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "neither a folder nor a Hub repo" in missing.stderr
+    assert "Traceback" not in missing.stderr
