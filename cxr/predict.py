@@ -23,6 +23,7 @@ from tqdm import tqdm
 from cxr.hub import resolve_weights
 from cxr.inference import Prediction, Predictor
 from cxr.io import ImageReadError, read_xray
+from cxr.model import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     files = collect_files(args.paths)
     if not files:
         parser.error("no image files found in " + " ".join(args.paths))
-    predictor = Predictor.from_folder(Path(args.weights) if args.weights else resolve_weights())
+    try:
+        predictor = Predictor.from_folder(Path(args.weights) if args.weights else resolve_weights())
+    except ModelLoadError as error:
+        parser.exit(1, f"Cannot load the model: {error}\n")
     cam_dir = Path(args.cam_dir) if args.cam_dir else None
     failed = 0
     with open(args.out, "w", newline="") if args.out else contextlib.nullcontext(sys.stdout) as stream:

@@ -77,3 +77,9 @@ def test_cam_dir_writes_one_overlay_per_image(predictor, tmp_path):
 def test_no_images_is_a_usage_error(tmp_path):
     result = run_predict(str(tmp_path))
     assert result.returncode == 2 and "no image files found" in result.stderr
+
+
+def test_broken_weights_are_one_clear_line(tmp_path):
+    result = run_predict(str(EXAMPLES[0]), "--weights", str(tmp_path))  # an empty folder
+    assert result.returncode == 1 and result.stderr.startswith("Cannot load the model:")
+    assert "Traceback" not in result.stderr
