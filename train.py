@@ -33,13 +33,17 @@ from tqdm import tqdm
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cxr.augment import ShiftAugment
 from cxr.calibrate import calibrate
 from cxr.card import write_model_card
 from cxr.data import Augment, cache_file, decode_cached, list_samples, normalize, split_by_patient
+from cxr.evaluation import shifted_logits
+from cxr.inference import batched_logits
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import CONFIG_NAME, ModelConfig, build_model, freeze_before, load_model, save_model
 from cxr.ood import fit_and_save
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
+from cxr.stress import BANK
 
 # ---------------------------------------------------------------- config
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,11 +64,30 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--pos-weight", choices=["auto", "none"], default="auto", help="auto = n_normal / n_pneumonia")
 parser.add_argument("--sampler", choices=["none", "balanced"], default="none")
 parser.add_argument("--hflip", action="store_true", help="horizontal flips (off: the heart is on the left)")
+parser.add_argument(
+    "--augment",
+    choices=["basic", "shift"],
+    default="basic",
+    help="basic = small affine + exposure; shift = also framing, blur, noise, JPEG, erased marks (cxr.augment)",
+)
+parser.add_argument("--probe-epochs", type=int, default=0, help="train only the classifier for the first N epochs")
 parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (timm Mixup); 0 disables")
 parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (timm Mixup); 0 disables")
 parser.add_argument("--label-smoothing", type=float, default=0.0, help="targets become eps/2 and 1 - eps/2")
 parser.add_argument("--ema", type=float, default=0.998, help="EMA decay of the weights; 0 disables")
 parser.add_argument("--ema-warmup", action="store_true", help="ramp the EMA decay up (short runs, from scratch)")
+parser.add_argument(
+    "--select",
+    choices=["val_auc", "last"],
+    default="val_auc",
+    help="checkpoint kept: best clean validation AUC, or the last epoch (the schedule decides, not validation)",
+)
+parser.add_argument(
+    "--calibration",
+    choices=["stress", "clean"],
+    default="stress",
+    help="fit temperature, bias and threshold on clean + shift-stressed validation copies, or clean only",
+)
 parser.add_argument("--target-sensitivity", type=float, default=0.97)
 parser.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke runs)")
 parser.add_argument("--max-minutes", type=float, default=0, help="stop after the epoch that passes this budget")
@@ -152,7 +175,8 @@ scheduler = torch.optim.lr_scheduler.OneCycleLR(
 )
 ema = ModelEmaV3(model, decay=args.ema, use_warmup=args.ema_warmup) if args.ema else None
 pos_weight = torch.tensor([n_neg / n_pos], device=device) if args.pos_weight == "auto" else None
-augment = Augment(hflip=args.hflip)
+augment = ShiftAugment(args.input_size, args.hflip) if args.augment == "shift" else Augment(hflip=args.hflip)
+head = {id(p) for p in model.get_classifier().parameters()}
 mixing = (
     Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, label_smoothing=args.label_smoothing, num_classes=2)
     if args.mixup or args.cutmix
@@ -182,21 +206,13 @@ def batch_targets(inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return inputs, soft[:, 1]
 
 
-@torch.no_grad()
-def predict_logits(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
-    net.eval()
-    on = next(net.parameters()).device
-    batches = [
-        net(normalize(images[i : i + batch_size].to(on), config.mean, config.std, config.in_chans)).squeeze(1)
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(batches).float().cpu().numpy()
-
-
 # ---------------------------------------------------------------- train
 history, best_auc, best_state, best_epoch = [], -1.0, None, -1
 for epoch in range(1, args.epochs + 1):
-    model.train()
+    probing = epoch <= args.probe_epochs  # linear probe first: the head fits before features move
+    for param in trainable:
+        param.requires_grad_(not probing or id(param) in head)
+    model.train(not probing)
     for module in frozen_norms:
         module.eval()  # frozen layers keep their ImageNet statistics
     order, losses, seen, epoch_start = epoch_order(), [], 0, time.time()
@@ -218,7 +234,7 @@ for epoch in range(1, args.epochs + 1):
     stop = torch.zeros(1, device=device)
     if main_process:  # validation, best epoch and checkpoint: one process
         evaluated = ema.module if ema is not None else model
-        val_logits = predict_logits(evaluated, val_x)
+        val_logits = batched_logits(evaluated, val_x, batch_size=128)
         val = binary_metrics(probabilities(val_logits), val_y, 0.5)
         history.append(
             {
@@ -237,7 +253,7 @@ for epoch in range(1, args.epochs + 1):
             val["accuracy"],
             history[-1]["img_per_s"],
         )
-        if val["auc"] > best_auc:
+        if val["auc"] > best_auc or args.select == "last":
             best_auc, best_epoch = val["auc"], epoch
             best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
             save_model(evaluated, config, checkpoint_dir)  # survives a stopped session
@@ -286,12 +302,14 @@ config.train = {
 }
 save_model(model, config, out)
 shipped, _ = load_model(out)  # fp16 storage: calibrate and report what users will run
-calibrate(config, predict_logits(shipped, val_x), val_y, args.target_sensitivity)
+shifts = BANK if args.calibration == "stress" else ()  # the rule: fit on clean + shifted validation copies
+calibrate(config, shifted_logits(shipped, config, val_x, shifts, cache_dir=None), val_y, args.target_sensitivity)
 fit_and_save(out, shipped, config, train_x, val_x)  # the "does not look like an X-ray" check
 config.to_json(out / CONFIG_NAME)
 write_model_card(out)
 shutil.rmtree(checkpoint_dir, ignore_errors=True)
-(out / "metrics.json").write_text(json.dumps({"history": history, "val": config.val_metrics}, indent=2) + "\n")
+record = {"history": history, "val": config.val_metrics, **config.stress_metrics}
+(out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
 fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
 epochs = [h["epoch"] for h in history]
 ax[0].plot(epochs, [h["loss"] for h in history], marker="o")

@@ -1,9 +1,13 @@
-"""Fit temperature, bias and screening threshold on a model's own validation split.
+"""Fit temperature, bias and screening threshold on a model's own validation split, by the stress rule.
 
     python -m cxr.calibrate --weights weights/efficientnet_lite0 --data ../shared/data/chest_xray
 
-train.py ends with the same step; this command re-runs it on saved weights (the weights file is
-not touched, only config.json).
+The rule (README "Choosing by the stress bank"): Platt temperature and bias are fitted by log-loss on
+the clean validation X-rays and every shifted copy of them pooled (``cxr.stress.BANK``), and the
+threshold is the highest that keeps sensitivity >= the target on that pool. Fitted on the clean
+split alone, both were over-confident on X-rays from another period. ``--rule clean`` keeps the old
+clean-only fit, to measure the difference. train.py ends with the same step; this command re-runs
+it on saved weights (the weights file is not touched, only config.json).
 """
 
 from __future__ import annotations
@@ -20,46 +24,73 @@ from cxr.model import CONFIG_NAME, ModelConfig
 
 log = logging.getLogger(__name__)
 
+RULES = ("stress", "clean")
 
-def calibrate(config: ModelConfig, logits: np.ndarray, labels: np.ndarray, target_sensitivity: float) -> None:
-    """Set ``config``'s temperature, logit bias, threshold and validation metrics from validation logits."""
-    config.temperature, config.logit_bias = fit_calibration(logits, labels)
-    probs = probabilities(logits, config.temperature, config.logit_bias)
-    config.threshold = screening_threshold(probs, labels, target_sensitivity)
-    config.val_metrics = binary_metrics(probs, labels, config.threshold)
-    config.val_metrics["auc_ci95"] = list(auc_confidence_interval(probs, labels))
+
+def calibrate(
+    config: ModelConfig, logits: dict[str, np.ndarray], labels: np.ndarray, target_sensitivity: float
+) -> None:
+    """Set ``config``'s temperature, bias, threshold, validation and stress metrics.
+
+    ``logits`` maps ``"clean"`` (and, for the stress rule, each shift's name) to raw validation
+    logits; every entry is pooled for the fit and the threshold.
+    """
+    from cxr.evaluation import CLEAN, Member, stress_metrics
+    from cxr.stress import BANK
+
+    pooled = np.concatenate(list(logits.values()))
+    pooled_labels = np.tile(labels, len(logits))
+    config.temperature, config.logit_bias = fit_calibration(pooled, pooled_labels)
+    probs = probabilities(pooled, config.temperature, config.logit_bias)
+    config.threshold = screening_threshold(probs, pooled_labels, target_sensitivity)
+    clean = probabilities(logits[CLEAN], config.temperature, config.logit_bias)
+    config.val_metrics = binary_metrics(clean, labels, config.threshold)
+    config.val_metrics["auc_ci95"] = list(auc_confidence_interval(clean, labels))
+    config.calibration = {
+        "rule": "stress" if len(logits) > 1 else "clean",
+        "fit_on": sorted(logits),
+        "target_sensitivity": target_sensitivity,
+    }
+    shifts = [s for s in BANK if s.name in logits]
+    config.stress_metrics = stress_metrics([Member(config, logits)], labels, shifts) if shifts else {}
 
 
 def main() -> None:
     from cxr.card import write_model_card
-    from cxr.evaluate import predict_logits, validation_samples
+    from cxr.evaluation import shifted_logits, validation_images, validation_samples
     from cxr.model import load_model
+    from cxr.stress import BANK
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="weights folder to recalibrate in place")
     parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
+    parser.add_argument("--rule", choices=RULES, default="stress", help="pool the stress bank into the fit, or not")
+    parser.add_argument("--cache-dir", default=".cache", help="decoded images and logits cache")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
 
     weights = Path(args.weights)
     model, config = load_model(weights)
-    samples = validation_samples(args.data, config)
-    logits = predict_logits(model, samples)
-    calibrate(config, logits, np.array([s.label for s in samples]), config.train["args"]["target_sensitivity"])
+    labels = np.array([s.label for s in validation_samples(args.data, config)])
+    images = validation_images(args.data, config, args.cache_dir)
+    logits = shifted_logits(model, config, images, BANK if args.rule == "stress" else (), cache_dir=args.cache_dir)
+    calibrate(config, logits, labels, config.train["args"]["target_sensitivity"])
     config.to_json(weights / CONFIG_NAME)
     metrics_file = weights / "metrics.json"
     if metrics_file.exists():  # keep the training record's final figures in step with the config
         record = json.loads(metrics_file.read_text())
-        record = {"history": record.get("history", []), "val": config.val_metrics}
+        record = {"history": record.get("history", []), "val": config.val_metrics, **config.stress_metrics}
         metrics_file.write_text(json.dumps(record, indent=2) + "\n")
     write_model_card(weights)
     log.info(
-        "recalibrated %s: T=%.3f bias=%.3f threshold=%.3f %s",
+        "recalibrated %s (%s rule): T=%.3f bias=%.3f threshold=%.3f val %s worst %s",
         weights,
+        args.rule,
         config.temperature,
         config.logit_bias,
         config.threshold,
         config.val_metrics,
+        config.stress_metrics.get("stress_worst"),
     )
 
 

@@ -1,13 +1,17 @@
 """Evaluate weights on a Kaggle-layout folder, or on the validation split their config records.
 
     python -m cxr.evaluate --data ../shared/data/chest_xray --split val
+    python -m cxr.evaluate --data ../shared/data/chest_xray --split val --stress --json   # shift-stress bank
     python -m cxr.evaluate --data ../shared/data/val_originals --json --plots plots/
     python -m cxr.evaluate --data ../shared/data/chest_xray --split val --flip-tta        # a lever, measured
     python -m cxr.evaluate --data ../shared/data/chest_xray --split val --weights A B    # an ensemble
 
 Uses the weights' own preprocessing, temperature and threshold. Several --weights: the mean of their
 calibrated probabilities at the mean of their thresholds. --flip-tta: each logit is the mean of the
-image's and its mirror image's (the threshold was chosen without it: compare AUCs).
+image's and its mirror image's (the threshold was chosen without it: compare AUCs). --stress: the
+same metrics on every validation X-ray changed by each acquisition change of ``cxr.stress.BANK``,
+plus the worst of each over the bank; with --split val it also reports the full-size
+``val_originals`` beside the data folder (another decoding pipeline), when present.
 """
 
 from __future__ import annotations
@@ -17,64 +21,12 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from cxr.data import Sample, list_samples, load_grayscale, resize_to_input, split_by_patient
+from cxr.data import list_samples
+from cxr.evaluation import evaluate, validation_images, validation_samples
 from cxr.hub import HUB_ERRORS, fetch_weights, resolve_weights
-from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
-from cxr.model import ModelConfig, load_model, preprocessing_for
+from cxr.model import ModelConfig
 
 log = logging.getLogger(__name__)
-
-
-def validation_samples(data_dir: str | Path, config: ModelConfig) -> list[Sample]:
-    """The patient-grouped validation split recorded in ``config``, rebuilt from ``data_dir/train``."""
-    split = config.train["split"]
-    _, val = split_by_patient(list_samples(Path(data_dir) / "train"), split["val_fraction"], split["seed"])
-    if {s.patient for s in val} != set(split["val_patients"]):
-        raise ValueError(f"{data_dir}: the validation split differs from the one recorded in the config")
-    return val
-
-
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, samples: list[Sample], batch_size: int = 64, flip: bool = False
-) -> np.ndarray:
-    """Raw logits for each sample, decoded and preprocessed as in the app (``flip``: mean with the mirror)."""
-    pre = preprocessing_for(model)
-    logits = []
-    for start in tqdm(range(0, len(samples), batch_size), desc="evaluate", unit="batch"):
-        chunk = samples[start : start + batch_size]
-        batch = pre.batch([resize_to_input(load_grayscale(s.path), pre.input_size) for s in chunk])
-        output = model(batch).squeeze(1)
-        if flip:
-            output = (output + model(batch.flip(-1)).squeeze(1)) / 2
-        logits.append(output)
-    return torch.cat(logits).numpy()
-
-
-def evaluate(
-    weights: str | Path | list[str | Path], samples: list[Sample], plots: str | Path | None = None, flip: bool = False
-) -> dict:
-    """Metrics at the weights' own threshold, with a bootstrap AUC interval; a list of weights is an ensemble."""
-    members = [weights] if isinstance(weights, str | Path) else list(weights)
-    probs, thresholds = [], []
-    for member in members:
-        model, config = load_model(member)
-        probs.append(probabilities(predict_logits(model, samples, flip=flip), config.temperature, config.logit_bias))
-        thresholds.append(config.threshold)
-    prob, threshold = np.mean(probs, axis=0), float(np.mean(thresholds))
-    labels = np.array([s.label for s in samples])
-    metrics = binary_metrics(prob, labels, threshold)
-    if 0 < labels.sum() < len(labels):
-        metrics["auc_ci95"] = list(auc_confidence_interval(prob, labels))
-    if plots:
-        from cxr.plots import save_plots
-
-        save_plots(prob, labels, threshold, plots)
-    return metrics
 
 
 def main() -> None:
@@ -87,9 +39,11 @@ def main() -> None:
         help="weights folders or Hub repos org/name[@rev] (default: what the app loads)",
     )
     parser.add_argument("--split", choices=["val"], default=None, help="the config's validation split of DATA/train")
+    parser.add_argument("--stress", action="store_true", help="also evaluate under the shift-stress bank")
     parser.add_argument("--flip-tta", action="store_true", help="average each logit with its mirror image's")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--plots", default=None, metavar="OUT", help="write ROC, PR, reliability, confusion PNGs")
+    parser.add_argument("--cache-dir", default=".cache", help="decoded images and logits cache")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -100,14 +54,20 @@ def main() -> None:
     except HUB_ERRORS as error:
         parser.error(f"--weights: neither a folder nor a Hub repo that can be fetched ({type(error).__name__})")
     weights = weights or [resolve_weights()]
+    images = None
     if args.split == "val":
-        splits = [validation_samples(args.data, ModelConfig.from_json(w / "config.json")) for w in weights]
+        configs = [ModelConfig.from_json(w / "config.json") for w in weights]
+        splits = [validation_samples(args.data, config) for config in configs]
         if any([s.path for s in split] != [s.path for s in splits[0]] for split in splits):
             parser.error("these weights were validated on different splits")
-        samples = splits[0]
+        samples, images = splits[0], validation_images(args.data, configs[0], args.cache_dir)
     else:
         samples = list_samples(args.data)
-    print_report(evaluate(weights, samples, args.plots, args.flip_tta), args.json)
+    report = evaluate(weights, samples, args.plots, args.flip_tta, args.stress, images, args.cache_dir)
+    originals = Path(args.data).parent / "val_originals"
+    if args.stress and args.split == "val" and originals.is_dir():
+        report["val_originals"] = evaluate(weights, list_samples(originals), flip=args.flip_tta)
+    print_report(report, args.json)
 
 
 def print_report(results: dict, as_json: bool) -> None:
@@ -116,6 +76,10 @@ def print_report(results: dict, as_json: bool) -> None:
         print(json.dumps(results))
         return
     for key, value in results.items():
+        if key == "stress":
+            for name, metrics in value.items():
+                print(f"  {name:20s} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            continue
         print(f"{key:20s} {value:.4f}" if isinstance(value, float) else f"{key:20s} {value}")
 
 

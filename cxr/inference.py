@@ -18,6 +18,30 @@ from cxr.model import ModelConfig, freeze_before, load_model, preprocessing_for
 from cxr.ood import FeatureCapture, OodScorer
 
 
+@torch.no_grad()
+def batched_logits(
+    model: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 64, flip: bool = False
+) -> np.ndarray:
+    """The one batched inference loop: uint8 (N, 1, S, S) at the model's input size → raw logits.
+
+    Normalisation comes from the model's own data config; ``flip`` averages each logit with its
+    mirror image's (flip TTA).
+    """
+    pre = preprocessing_for(model)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    chunks = []
+    for start in range(0, len(images_u8), batch_size):
+        batch = pre.batch(list(images_u8[start : start + batch_size])).to(device)
+        logits = model(batch).squeeze(1)
+        if flip:
+            logits = (logits + model(batch.flip(-1)).squeeze(1)) / 2
+        chunks.append(logits.float().cpu())
+    model.train(was_training)
+    return torch.cat(chunks).numpy()
+
+
 @dataclass(frozen=True)
 class Prediction:
     probability: float  # calibrated P(PNEUMONIA)
@@ -54,29 +78,23 @@ class Predictor:
     def predict(self, image: Image.Image) -> Prediction:
         """``image`` in any size or mode → calibrated probability, decision and Grad-CAM map."""
         batch = self.preprocess(image)
-        with self._lock:
-            capture = FeatureCapture(self.model) if self.ood else None
-            try:
-                logit, cam_map = logit_and_cam(self.model, batch, self._decision_logit)
-            finally:
-                if capture:
-                    capture.close()
+        with self._lock, self._capture() as capture:
+            logit, cam_map = logit_and_cam(self.model, batch, self._decision_logit)
         return self._prediction(logit, capture.features[0] if capture else None, cam_map)
 
     @torch.no_grad()
     def screen(self, images: list[Image.Image]) -> list[Prediction]:
         """Many images in one forward pass, without Grad-CAM (``cam`` is None): for batch use."""
         batch = self.preprocess.batch([self.preprocess.tensor(image) for image in images])
-        with self._lock:
-            capture = FeatureCapture(self.model) if self.ood else None
-            try:
-                logits = self.model(batch).squeeze(1).float().tolist()
-            finally:
-                if capture:
-                    capture.close()
+        with self._lock, self._capture() as capture:
+            logits = self.model(batch).squeeze(1).float().tolist()
         return [
             self._prediction(logit, capture.features[i] if capture else None, None) for i, logit in enumerate(logits)
         ]
+
+    def _capture(self) -> contextlib.AbstractContextManager[FeatureCapture | None]:
+        """The pooled features of the next pass, for the out-of-distribution check (None without one)."""
+        return FeatureCapture(self.model) if self.ood else contextlib.nullcontext()
 
     def _prediction(self, logit: float, features: torch.Tensor | None, cam_map: np.ndarray | None) -> Prediction:
         probability = float(probabilities(logit, self.config.temperature, self.config.logit_bias))

@@ -41,6 +41,8 @@ class ModelConfig:
     weights_sha256: str = ""
     train: dict = field(default_factory=dict)
     val_metrics: dict = field(default_factory=dict)
+    stress_metrics: dict = field(default_factory=dict)  # the shift-stress bank at the shipped threshold
+    calibration: dict = field(default_factory=dict)  # how temperature, bias and threshold were chosen
     ood: dict = field(default_factory=dict)  # out-of-distribution check (cxr.ood), if fitted
 
     @classmethod

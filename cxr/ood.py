@@ -38,6 +38,12 @@ class FeatureCapture:
     def close(self) -> None:
         self._handle.remove()
 
+    def __enter__(self) -> FeatureCapture:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()  # the hook must not outlive the pass it was set for
+
 
 class OodScorer:
     """Squared Mahalanobis distance of features from the training distribution."""
@@ -62,15 +68,12 @@ class OodScorer:
 
 @torch.no_grad()
 def pooled_features(model: torch.nn.Module, batches) -> torch.Tensor:
-    capture = FeatureCapture(model)
-    try:
-        chunks = []
+    chunks = []
+    with FeatureCapture(model) as capture:
         for batch in batches:
             model(batch)
             chunks.append(capture.features)
-        return torch.cat(chunks)
-    finally:
-        capture.close()
+    return torch.cat(chunks)
 
 
 def fit(train_features: torch.Tensor, val_features: torch.Tensor) -> tuple[OodScorer, dict]:

@@ -21,7 +21,7 @@ from sklearn.metrics import (
 )
 
 from cxr.data import list_samples, patient_id, split_by_patient
-from cxr.evaluate import predict_logits, validation_samples
+from cxr.evaluation import predict_logits, validation_samples
 from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
 from cxr.metrics import probabilities
 from cxr.model import ModelConfig, load_model
@@ -147,7 +147,7 @@ def test_flip_tta_and_ensemble_levers(data_dir):
     from PIL import ImageOps
 
     from cxr.data import load_grayscale
-    from cxr.evaluate import evaluate
+    from cxr.evaluation import evaluate
     from cxr.model import preprocessing_for
 
     weights = WEIGHTS_DIR / DEFAULT_MODEL

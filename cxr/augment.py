@@ -1,0 +1,64 @@
+"""Acquisition-shift augmentation for training: framing, exposure, texture and compression drawn per image.
+
+The models first shipped read framing and detector texture as signs of health (a normal child framed
+tighter, or with a little more noise, was called pneumonia). This augmentation takes those cues away
+by varying them at random in training. Its ranges are continuous and chosen on their own; the stress
+bank (:mod:`cxr.stress`) measures fixed levels, and some of its kinds (sharpening, another resize
+path, added marker letters) are never seen in training, so the bank also measures unseen shifts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+
+class RandomGamma(torch.nn.Module):
+    """Exposure: gamma drawn log-uniformly in ``[low, high]`` (torchvision has the op but no random form)."""
+
+    def __init__(self, low: float = 0.6, high: float = 1.6):
+        super().__init__()
+        self.log_low, self.log_high = torch.log(torch.tensor(low)), torch.log(torch.tensor(high))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        gamma = torch.exp(self.log_low + torch.rand(()) * (self.log_high - self.log_low))
+        return TF.adjust_gamma(image, float(gamma))
+
+
+def shift_transform(size: int, hflip: bool = False) -> v2.Compose:
+    """One image uint8 (1, S, S) → float (1, S, S) in [0, 1], with every acquisition cue redrawn."""
+    return v2.Compose(
+        [
+            # Framing: zoom in as far as a tightly collimated film (a third of the area), or out (padding).
+            v2.RandomApply([v2.RandomZoomOut(fill=0, side_range=(1.0, 1.35))], p=0.2),
+            v2.RandomApply([v2.RandomResizedCrop(size, scale=(0.35, 1.0), ratio=(0.75, 1.33))], p=0.6),
+            v2.Resize((size, size)),  # after a zoom-out
+            v2.RandomAffine(degrees=10, translate=(0.05, 0.05)),
+            v2.RandomHorizontalFlip(p=0.5 if hflip else 0.0),
+            # Exposure and windowing.
+            v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.4)], p=0.8),
+            v2.RandomApply([RandomGamma(0.6, 1.6)], p=0.5),
+            # Detector and pipeline texture: blur, compression, burned-in or erased corner marks.
+            v2.RandomApply([v2.GaussianBlur(kernel_size=9, sigma=(0.3, 2.5))], p=0.25),
+            v2.RandomApply([v2.JPEG(quality=(10, 90))], p=0.3),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.RandomApply([v2.RandomChoice([v2.GaussianNoise(sigma=s) for s in (0.01, 0.02, 0.04, 0.06)])], p=0.4),
+            v2.RandomErasing(p=0.25, scale=(0.005, 0.03), value=0.0),
+        ]
+    )
+
+
+class ShiftAugment:
+    """Batch form of :func:`shift_transform` with the same contract as ``cxr.data.Augment``.
+
+    Draws come from torch's global generator (seeded by the training script); the ``generator``
+    argument is accepted for the shared call signature.
+    """
+
+    def __init__(self, size: int, hflip: bool = False):
+        self.transform = shift_transform(size, hflip)
+
+    def __call__(self, batch_u8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (N, 1, S, S) → augmented float in [0, 1], each image its own draw."""
+        return torch.stack([self.transform(image).clamp(0, 1) for image in batch_u8])

@@ -1,0 +1,168 @@
+"""Metrics of weights (one model or an ensemble) on a folder or the recorded split, clean and under shift.
+
+The shift-stress evaluation changes every validation X-ray the same way for each entry of the
+bank in :mod:`cxr.stress` and measures the weights at their own calibration and threshold. The
+raw logits of each model, shift and TTA setting are cached under ``.cache/logits`` by the weights'
+sha256, so ensembles and calibration rules reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxr.data import Sample, cache_file, decode_cached, list_samples, load_grayscale, resize_to_input, split_by_patient
+from cxr.inference import batched_logits
+from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
+from cxr.model import ModelConfig, load_model
+from cxr.stress import BANK, Shift, apply_shift
+
+log = logging.getLogger(__name__)
+
+CLEAN = "clean"
+STRESS_FIELDS = ("auc", "sensitivity", "specificity", "accuracy", "ece")
+WORST = {"auc": min, "sensitivity": min, "specificity": min, "accuracy": min, "ece": max}
+
+
+def validation_samples(data_dir: str | Path, config: ModelConfig) -> list[Sample]:
+    """The patient-grouped validation split recorded in ``config``, rebuilt from ``data_dir/train``."""
+    split = config.train["split"]
+    _, val = split_by_patient(list_samples(Path(data_dir) / "train"), split["val_fraction"], split["seed"])
+    if {s.patient for s in val} != set(split["val_patients"]):
+        raise ValueError(f"{data_dir}: the validation split differs from the one recorded in the config")
+    return val
+
+
+def decode(samples: list[Sample], input_size: int, cache: Path | None = None) -> torch.Tensor:
+    """uint8 (N, 1, S, S) images, decoded as in the app (and cached when ``cache`` is given)."""
+    if cache is not None:
+        return decode_cached(samples, input_size, cache)
+    return torch.stack([resize_to_input(load_grayscale(s.path), input_size) for s in samples])
+
+
+def predict_logits(
+    model: torch.nn.Module, samples: list[Sample], batch_size: int = 64, flip: bool = False
+) -> np.ndarray:
+    """Raw logits for each sample, decoded and preprocessed as in the app (``flip``: mean with the mirror)."""
+    size = model.pretrained_cfg["input_size"][-1]
+    return batched_logits(model, decode(samples, size), batch_size, flip)
+
+
+@dataclass
+class Member:
+    """One model of an evaluation: its calibration, threshold and raw logits by shift."""
+
+    config: ModelConfig
+    logits: dict[str, np.ndarray]
+
+    def probabilities(self, shift: str = CLEAN) -> np.ndarray:
+        return probabilities(self.logits[shift], self.config.temperature, self.config.logit_bias)
+
+
+def shifted_logits(
+    model: torch.nn.Module,
+    config: ModelConfig,
+    images_u8: torch.Tensor,
+    shifts: Iterable[Shift] = BANK,
+    flip: bool = False,
+    cache_dir: str | Path | None = ".cache",
+) -> dict[str, np.ndarray]:
+    """Raw logits on the clean images and on each shifted copy, reusing the on-disk cache."""
+    digest = hashlib.sha256(images_u8.numpy().tobytes()).hexdigest()[:16]
+    name = f"{config.weights_sha256[:16]}-{digest}-flip{int(flip)}.npz"
+    path = Path(cache_dir) / "logits" / name if cache_dir else None
+    known = dict(np.load(path)) if path and path.exists() else {}
+    wanted = [CLEAN, *(s.name for s in shifts)]
+    for shift in [None, *shifts]:
+        name = shift.name if shift else CLEAN
+        if name not in known:
+            images = apply_shift(shift, images_u8) if shift else images_u8
+            known[name] = batched_logits(model, images, flip=flip)
+            log.info("logits under %s: %d images", name, len(images))
+    if path and config.weights_sha256:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **known)
+    return {name: known[name] for name in wanted}
+
+
+def combined(members: list[Member], shift: str = CLEAN) -> tuple[np.ndarray, float]:
+    """An ensemble's answer: the mean of the members' calibrated probabilities, at the mean threshold."""
+    probs = np.mean([m.probabilities(shift) for m in members], axis=0)
+    return probs, float(np.mean([m.config.threshold for m in members]))
+
+
+def stress_metrics(members: list[Member], labels: np.ndarray, shifts: Iterable[Shift] = BANK) -> dict:
+    """``{"stress": {name: {auc, sensitivity, specificity, accuracy, ece}}, "stress_worst": {...}}``."""
+    stress = {}
+    for shift in shifts:
+        probs, threshold = combined(members, shift.name)
+        metrics = binary_metrics(probs, labels, threshold)
+        stress[shift.name] = {key: metrics[key] for key in STRESS_FIELDS}
+    worst = {key: pick(entry[key] for entry in stress.values()) for key, pick in WORST.items()}
+    return {"stress": stress, "stress_worst": worst}
+
+
+def clean_metrics(members: list[Member], labels: np.ndarray) -> dict:
+    """Metrics at the weights' own threshold, with a bootstrap AUC interval."""
+    probs, threshold = combined(members)
+    metrics = binary_metrics(probs, labels, threshold)
+    if 0 < labels.sum() < len(labels):
+        metrics["auc_ci95"] = list(auc_confidence_interval(probs, labels))
+    return metrics
+
+
+def load_members(
+    weights: list[str | Path],
+    images_u8: torch.Tensor,
+    shifts: Iterable[Shift] = (),
+    flip: bool = False,
+    cache_dir: str | Path | None = ".cache",
+) -> list[Member]:
+    """Load each weights folder and compute its logits on the images, clean and under ``shifts``."""
+    members = []
+    for folder in weights:
+        model, config = load_model(folder)
+        if model.pretrained_cfg["input_size"][-1] != images_u8.shape[-1]:
+            raise ValueError(f"{folder}: input size differs from the other members'")
+        members.append(Member(config, shifted_logits(model, config, images_u8, shifts, flip, cache_dir)))
+    return members
+
+
+def evaluate(
+    weights: str | Path | list[str | Path],
+    samples: list[Sample],
+    plots: str | Path | None = None,
+    flip: bool = False,
+    stress: bool = False,
+    images_u8: torch.Tensor | None = None,
+    cache_dir: str | Path | None = ".cache",
+) -> dict:
+    """Clean metrics (and, with ``stress``, the bank's) of one model or an ensemble on ``samples``."""
+    weights = [weights] if isinstance(weights, str | Path) else list(weights)
+    if images_u8 is None:
+        size = ModelConfig.from_json(Path(weights[0]) / "config.json").input_size
+        images_u8 = decode(samples, size)
+    labels = np.array([s.label for s in samples])
+    members = load_members(weights, images_u8, BANK if stress else (), flip, cache_dir)
+    report = clean_metrics(members, labels)
+    if stress:
+        report.update(stress_metrics(members, labels))
+    if plots:
+        from cxr.plots import save_plots
+
+        probs, threshold = combined(members)
+        save_plots(probs, labels, threshold, plots)
+    return report
+
+
+def validation_images(data_dir: str | Path, config: ModelConfig, cache_dir: str | Path = ".cache") -> torch.Tensor:
+    """The recorded validation split, decoded once into the same tensor cache train.py uses."""
+    split = config.train["split"]
+    samples = validation_samples(data_dir, config)
+    return decode(samples, config.input_size, cache_file(cache_dir, "val", split["seed"], config.input_size))
