@@ -303,7 +303,8 @@ config.train = {
 save_model(model, config, out)
 shipped, _ = load_model(out)  # fp16 storage: calibrate and report what users will run
 shifts = BANK if args.calibration == "stress" else ()  # the rule: fit on clean + shifted validation copies
-calibrate(config, shifted_logits(shipped, config, val_x, shifts, cache_dir=None), val_y, args.target_sensitivity)
+logits = shifted_logits(shipped, config, val_x, shifts, cache_dir=args.cache_dir)  # cached for cxr.evaluate
+calibrate(config, logits, val_y, args.target_sensitivity)
 fit_and_save(out, shipped, config, train_x, val_x)  # the "does not look like an X-ray" check
 config.to_json(out / CONFIG_NAME)
 write_model_card(out)

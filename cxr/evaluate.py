@@ -22,9 +22,8 @@ import logging
 from pathlib import Path
 
 from cxr.data import list_samples
-from cxr.evaluation import evaluate, validation_images, validation_samples
+from cxr.evaluation import evaluate, read_config, validation_images, validation_samples
 from cxr.hub import HUB_ERRORS, fetch_weights, resolve_weights
-from cxr.model import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def main() -> None:
     weights = weights or [resolve_weights()]
     images = None
     if args.split == "val":
-        configs = [ModelConfig.from_json(w / "config.json") for w in weights]
+        configs = [read_config(w) for w in weights]
         splits = [validation_samples(args.data, config) for config in configs]
         if any([s.path for s in split] != [s.path for s in splits[0]] for split in splits):
             parser.error("these weights were validated on different splits")

@@ -20,7 +20,7 @@ import torch
 from cxr.data import Sample, cache_file, decode_cached, list_samples, load_grayscale, resize_to_input, split_by_patient
 from cxr.inference import batched_logits
 from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
-from cxr.model import ModelConfig, load_model
+from cxr.model import ENSEMBLE_NAME, ModelConfig, is_ensemble, load_model
 from cxr.stress import BANK, Shift, apply_shift
 
 log = logging.getLogger(__name__)
@@ -124,14 +124,32 @@ def load_members(
     flip: bool = False,
     cache_dir: str | Path | None = ".cache",
 ) -> list[Member]:
-    """Load each weights folder and compute its logits on the images, clean and under ``shifts``."""
+    """Load each weights folder and compute its logits on the images, clean and under ``shifts``.
+
+    An ensemble folder is one Member whose logits are its members' mean calibrated logit, the
+    quantity its own temperature, bias and threshold apply to (as in ``Predictor``).
+    """
+    shifts = tuple(shifts)
     members = []
-    for folder in weights:
+    for folder in map(Path, weights):
+        if is_ensemble(folder):
+            config = ModelConfig.from_json(folder / ENSEMBLE_NAME)
+            inner = load_members([folder / name for name in config.members], images_u8, shifts, flip, cache_dir)
+            members.append(Member(config, mean_calibrated_logits(inner)))
+            continue
         model, config = load_model(folder)
         if model.pretrained_cfg["input_size"][-1] != images_u8.shape[-1]:
             raise ValueError(f"{folder}: input size differs from the other members'")
         members.append(Member(config, shifted_logits(model, config, images_u8, shifts, flip, cache_dir)))
     return members
+
+
+def mean_calibrated_logits(members: list[Member]) -> dict[str, np.ndarray]:
+    """By shift, the mean over members of ``logit / temperature + bias``: an ensemble's logit."""
+    return {
+        name: np.mean([m.logits[name] / m.config.temperature + m.config.logit_bias for m in members], axis=0)
+        for name in members[0].logits
+    }
 
 
 def evaluate(
@@ -146,8 +164,7 @@ def evaluate(
     """Clean metrics (and, with ``stress``, the bank's) of one model or an ensemble on ``samples``."""
     weights = [weights] if isinstance(weights, str | Path) else list(weights)
     if images_u8 is None:
-        size = ModelConfig.from_json(Path(weights[0]) / "config.json").input_size
-        images_u8 = decode(samples, size)
+        images_u8 = decode(samples, read_config(weights[0]).input_size)
     labels = np.array([s.label for s in samples])
     members = load_members(weights, images_u8, BANK if stress else (), flip, cache_dir)
     report = clean_metrics(members, labels)
@@ -159,6 +176,12 @@ def evaluate(
         probs, threshold = combined(members)
         save_plots(probs, labels, threshold, plots)
     return report
+
+
+def read_config(folder: str | Path) -> ModelConfig:
+    """The config of a weights folder or an ensemble folder."""
+    folder = Path(folder)
+    return ModelConfig.from_json(folder / (ENSEMBLE_NAME if is_ensemble(folder) else "config.json"))
 
 
 def validation_images(data_dir: str | Path, config: ModelConfig, cache_dir: str | Path = ".cache") -> torch.Tensor:

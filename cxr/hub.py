@@ -10,7 +10,7 @@ import httpx2
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RevisionResolutionError
 
-from cxr.model import CONFIG_NAME, WEIGHTS_NAME
+from cxr.model import CONFIG_NAME, ENSEMBLE_NAME, WEIGHTS_NAME, is_ensemble
 from cxr.ood import OOD_NAME
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,8 @@ HUB_ERRORS = (OSError, EntryNotFoundError, HFValidationError, RevisionResolution
 
 
 def bundled_models(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
-    """Names of the weights folders shipped in the repo (each with a config.json)."""
-    return sorted(p.parent.name for p in weights_dir.glob(f"*/{CONFIG_NAME}"))
+    """Names of the weights folders shipped in the repo (each with a config.json or an ensemble.json)."""
+    return sorted({p.parent.name for name in (CONFIG_NAME, ENSEMBLE_NAME) for p in weights_dir.glob(f"*/{name}")})
 
 
 def resolve_weights(
@@ -57,7 +57,8 @@ def resolve_weights(
             fallback,
         )
         return fallback
-    missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (Path(folder) / name).is_file()]
+    needed = (ENSEMBLE_NAME,) if is_ensemble(folder) else (CONFIG_NAME, WEIGHTS_NAME)
+    missing = [name for name in needed if not (Path(folder) / name).is_file()]
     if missing:
         log.warning(
             "Hub repo %s@%s has no %s; using bundled weights %s",
@@ -76,7 +77,8 @@ def fetch_weights(repo_id: str, revision: str | None = None) -> Path:
 
     Raises what ``snapshot_download`` raises; ``resolve_weights`` turns that into a fallback.
     """
-    patterns = [CONFIG_NAME, WEIGHTS_NAME, OOD_NAME, "README.md"]
+    files = [CONFIG_NAME, WEIGHTS_NAME, OOD_NAME, "README.md"]
+    patterns = [ENSEMBLE_NAME, *files, *(f"*/{name}" for name in files)]  # an ensemble's members: subfolders
     return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
 
 

@@ -14,7 +14,15 @@ from PIL import Image
 
 from cxr.cam import logit_and_cam, overlay, target_layer_name
 from cxr.metrics import probabilities
-from cxr.model import ModelConfig, freeze_before, load_model, preprocessing_for
+from cxr.model import (
+    ENSEMBLE_NAME,
+    ModelConfig,
+    ModelLoadError,
+    freeze_before,
+    is_ensemble,
+    load_model,
+    preprocessing_for,
+)
 from cxr.ood import FeatureCapture, OodScorer
 
 
@@ -50,57 +58,125 @@ class Prediction:
     cam: np.ndarray | None  # Grad-CAM map in [0, 1] at model input size (None from ``screen``)
     ood_distance: float | None = None  # distance from the training X-rays (None: no check fitted)
     unusual: bool = False  # True: does not look like the training data, the answer is unreliable
+    uncertain: bool = False  # True: an ensemble's members fall on both sides of the threshold
 
     def confidences(self) -> dict[str, float]:
         return {"PNEUMONIA": self.probability, "NORMAL": 1.0 - self.probability}
 
 
-class Predictor:
-    """A loaded model ready to answer: preprocessing derived from it, Grad-CAM from the same pass."""
+@dataclass
+class Member:
+    """One network of a Predictor, with its own calibration and out-of-distribution check."""
 
-    def __init__(self, model: torch.nn.Module, config: ModelConfig, ood: OodScorer | None = None):
-        self.model, self.config, self.ood = model.eval(), config, ood
-        self.preprocess = preprocessing_for(model)
-        # Grad-CAM needs gradients only from the last stage on: the backward stops there.
-        with contextlib.suppress(ValueError):  # a parameter-free target stage: keep full gradients
-            freeze_before(model, target_layer_name(model))
-        # Grad-CAM hooks live on the shared model, so one request at a time may hold them.
+    model: torch.nn.Module
+    config: ModelConfig
+    ood: OodScorer | None = None
+
+    def calibrated_logit(self, logit: float) -> float:
+        return logit / self.config.temperature + self.config.logit_bias
+
+    def raw_logit(self, calibrated: float) -> float:
+        return (calibrated - self.config.logit_bias) * self.config.temperature
+
+
+class Predictor:
+    """Loaded model(s) ready to answer: preprocessing derived from them, Grad-CAM from the same pass.
+
+    One model, or an ensemble (a folder with ``ensemble.json``): each member's calibrated logit
+    ``z_i = logit_i / T_i + b_i`` is averaged, ``P = sigmoid(mean z / T + b)`` with the ensemble's own
+    temperature, bias and threshold (fitted by the stress rule). A member "votes" pneumonia when its
+    own ``z_i`` alone would cross the ensemble's threshold; votes on both sides make the answer
+    *uncertain*. Grad-CAM is the mean of the members' maps, each explaining the ensemble's decision.
+    """
+
+    def __init__(self, members: list[Member], config: ModelConfig | None = None):
+        self.members = members
+        # One model: its own calibration is the answer's. An ensemble: its config calibrates the mean.
+        self.config = config or members[0].config
+        self.ensemble = config is not None
+        self.preprocess = preprocessing_for(members[0].model)
+        for member in members:
+            member.model.eval()
+            if preprocessing_for(member.model) != self.preprocess:
+                raise ModelLoadError(f"ensemble members need one preprocessing: {member.config.architecture} differs")
+            # Grad-CAM needs gradients only from the last stage on: the backward stops there.
+            with contextlib.suppress(ValueError):  # a parameter-free target stage: keep full gradients
+                freeze_before(member.model, target_layer_name(member.model))
+        # Grad-CAM hooks live on the shared models, so one request at a time may hold them.
         self._lock = threading.Lock()
-        # P >= threshold  <=>  raw logit >= this value (the sign Grad-CAM explains)
-        p = min(max(config.threshold, 1e-6), 1 - 1e-6)
-        self._decision_logit = config.temperature * (math.log(p / (1 - p)) - config.logit_bias)
+        p = min(max(self.config.threshold, 1e-6), 1 - 1e-6)
+        # P >= threshold  <=>  mean calibrated logit >= this value
+        self._decision_z = math.log(p / (1 - p)) if not self.ensemble else self._uncalibrate(math.log(p / (1 - p)))
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The first (for one model, the only) network."""
+        return self.members[0].model
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> Predictor:
-        model, config = load_model(folder)
-        return cls(model, config, OodScorer.from_folder(Path(folder), config))
+        folder = Path(folder)
+        if is_ensemble(folder):
+            config = ModelConfig.from_json(folder / ENSEMBLE_NAME)
+            return cls([_load_member(folder / name) for name in config.members], config)
+        return cls([_load_member(folder)])
 
     def predict(self, image: Image.Image) -> Prediction:
         """``image`` in any size or mode → calibrated probability, decision and Grad-CAM map."""
         batch = self.preprocess(image)
-        with self._lock, self._capture() as capture:
-            logit, cam_map = logit_and_cam(self.model, batch, self._decision_logit)
-        return self._prediction(logit, capture.features[0] if capture else None, cam_map)
+        with self._lock:
+            passes = [self._logit_and_cam(member, batch, member.raw_logit(self._decision_z)) for member in self.members]
+            z = [member.calibrated_logit(logit) for member, (logit, _, _) in zip(self.members, passes, strict=True)]
+            pneumonia = float(np.mean(z)) >= self._decision_z
+            maps = []
+            for member, (_, cam_map, _), z_i in zip(self.members, passes, z, strict=True):
+                if (z_i >= self._decision_z) != pneumonia:  # explain the ensemble's decision, not its own
+                    forced = -math.inf if pneumonia else math.inf
+                    cam_map = logit_and_cam(member.model, batch, forced)[1]
+                maps.append(cam_map)
+        features = [f[0] if f is not None else None for _, _, f in passes]
+        return self._prediction(z, features, np.mean(maps, axis=0))
 
     @torch.no_grad()
     def screen(self, images: list[Image.Image]) -> list[Prediction]:
         """Many images in one forward pass, without Grad-CAM (``cam`` is None): for batch use."""
         batch = self.preprocess.batch([self.preprocess.tensor(image) for image in images])
-        with self._lock, self._capture() as capture:
-            logits = self.model(batch).squeeze(1).float().tolist()
+        z, features = [], []
+        with self._lock:
+            for member in self.members:
+                with _capture(member) as capture:
+                    logits = member.model(batch).squeeze(1).float().tolist()
+                z.append([member.calibrated_logit(logit) for logit in logits])
+                features.append(capture.features if capture else None)
         return [
-            self._prediction(logit, capture.features[i] if capture else None, None) for i, logit in enumerate(logits)
+            self._prediction([zs[i] for zs in z], [f[i] if f is not None else None for f in features], None)
+            for i in range(len(images))
         ]
 
-    def _capture(self) -> contextlib.AbstractContextManager[FeatureCapture | None]:
-        """The pooled features of the next pass, for the out-of-distribution check (None without one)."""
-        return FeatureCapture(self.model) if self.ood else contextlib.nullcontext()
+    def _logit_and_cam(self, member: Member, batch: torch.Tensor, decision_logit: float):
+        with _capture(member) as capture:
+            logit, cam_map = logit_and_cam(member.model, batch, decision_logit)
+        return logit, cam_map, capture.features if capture else None
 
-    def _prediction(self, logit: float, features: torch.Tensor | None, cam_map: np.ndarray | None) -> Prediction:
-        probability = float(probabilities(logit, self.config.temperature, self.config.logit_bias))
-        distance = float(self.ood.distance(features[None])[0]) if features is not None else None
-        unusual = distance is not None and distance > self.ood.threshold
-        return Prediction(probability, self.decide(probability), self.config.threshold, cam_map, distance, unusual)
+    def _uncalibrate(self, logit: float) -> float:
+        """The mean calibrated member logit at which the ensemble's own calibration gives ``logit``."""
+        return (logit - self.config.logit_bias) * self.config.temperature
+
+    def _prediction(self, z: list[float], features: list, cam_map: np.ndarray | None) -> Prediction:
+        mean_z = float(np.mean(z))
+        calibrated = mean_z / self.config.temperature + self.config.logit_bias if self.ensemble else mean_z
+        probability = float(probabilities(calibrated))
+        votes = {z_i >= self._decision_z for z_i in z}
+        checks = [
+            (float(m.ood.distance(f[None])[0]), m.ood.threshold)
+            for m, f in zip(self.members, features, strict=True)
+            if m.ood is not None and f is not None
+        ]
+        distance = checks[0][0] if checks else None
+        unusual = bool(checks) and sum(d > t for d, t in checks) * 2 > len(checks)  # most members say so
+        return Prediction(
+            probability, self.decide(probability), self.config.threshold, cam_map, distance, unusual, len(votes) > 1
+        )
 
     def decide(self, probability: float) -> str:
         """The label at the model's screening threshold."""
@@ -110,3 +186,13 @@ class Predictor:
         """The prediction and its Grad-CAM overlay on ``image``."""
         prediction = self.predict(image)
         return prediction, overlay(image, prediction.cam)
+
+
+def _load_member(folder: Path) -> Member:
+    model, config = load_model(folder)
+    return Member(model, config, OodScorer.from_folder(folder, config))
+
+
+def _capture(member: Member) -> contextlib.AbstractContextManager[FeatureCapture | None]:
+    """The pooled features of the next pass, for the out-of-distribution check (None without one)."""
+    return FeatureCapture(member.model) if member.ood else contextlib.nullcontext()

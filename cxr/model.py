@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# An ensemble folder: its members in subfolders (each a weights folder) and this file, a ModelConfig
+# whose temperature, bias and threshold calibrate the members' mean calibrated logit.
+ENSEMBLE_NAME = "ensemble.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -44,6 +47,7 @@ class ModelConfig:
     stress_metrics: dict = field(default_factory=dict)  # the shift-stress bank at the shipped threshold
     calibration: dict = field(default_factory=dict)  # how temperature, bias and threshold were chosen
     ood: dict = field(default_factory=dict)  # out-of-distribution check (cxr.ood), if fitted
+    members: list[str] = field(default_factory=list)  # an ensemble's member subfolders (ensemble.json)
 
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:
@@ -55,6 +59,10 @@ class ModelConfig:
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def is_ensemble(folder: str | Path) -> bool:
+    return (Path(folder) / ENSEMBLE_NAME).is_file()
 
 
 def build_model(config: ModelConfig) -> torch.nn.Module:

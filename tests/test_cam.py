@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from cxr.cam import DecisionTarget, overlay, target_layer_name
-from cxr.inference import Predictor
+from cxr.inference import Member, Predictor
 from cxr.model import ModelConfig, build_model
 
 
@@ -16,7 +16,7 @@ from cxr.model import ModelConfig, build_model
 def predictor(request):
     torch.manual_seed(0)
     config = ModelConfig(request.param, input_size=96, threshold=0.4, temperature=1.5, logit_bias=0.2)
-    return Predictor(build_model(config).eval(), config)
+    return Predictor([Member(build_model(config).eval(), config)])
 
 
 def test_cam_map_shape_range_and_content(predictor):
