@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 import torch
+from gradio.components.label import LabelConfidence, LabelData
 from PIL import Image
 
 from cxr import ImageReadError, ModelLoadError, Predictor, model_choices, read_xray
@@ -40,10 +41,22 @@ UNUSUAL = (
     "This image does not look like the chest X-rays the model was trained on "
     "(far from them in its feature space): the result is unreliable."
 )
+UNCERTAIN = (
+    "The ensemble's members disagree on this X-ray (some on each side of the threshold): treat it as borderline."
+)
 
 
-def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[dict[str, float], Image.Image, str]:
-    """Chest X-ray file → ({PNEUMONIA: p, NORMAL: 1 - p}, Grad-CAM overlay, warning for the UI).
+class DecisionLabel(gr.Label):
+    """A ``gr.Label`` headed by the screening decision at the threshold, not by the more probable class."""
+
+    is_template = True  # rendered by gr.Label's own frontend
+
+    def postprocess(self, value):
+        return value if isinstance(value, LabelData) else super().postprocess(value)
+
+
+def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[LabelData, Image.Image, dict]:
+    """Chest X-ray file → (decision with {PNEUMONIA: p, NORMAL: 1 - p}, Grad-CAM overlay, answer as JSON).
 
     Runs with ``preprocess=False``: Gradio checks and caches the upload but does not decode it,
     so every file, readable or not, reaches ``cxr.io`` and bad ones get its clear message.
@@ -55,25 +68,31 @@ def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[dict
         image = read_xray(path)
     except ImageReadError as error:
         raise gr.Error(str(error)) from error
-    prediction, overlay = predictor_for(model or DEFAULT_MODEL).explain(image)
+    name = model or DEFAULT_MODEL
+    predictor = predictor_for(name)
+    prediction, overlay = predictor.explain(image)
     # Gradio stores a returned image under a hash of its bytes and writes it in place: two concurrent
     # identical answers (two users on one example) would share a file while it is rewritten. A
     # per-request JPEG comment keeps every answer its own file.
     overlay.info["comment"] = uuid.uuid4().hex
     if prediction.unusual:
         gr.Warning(UNUSUAL)
-    return prediction.confidences(), overlay, UNUSUAL if prediction.unusual else ""
+    confidences = sorted(prediction.confidences().items(), key=lambda item: -item[1])
+    label = LabelData(
+        label=prediction.label, confidences=[LabelConfidence(label=k, confidence=v) for k, v in confidences]
+    )
+    return label, overlay, prediction.record() | {"model": name, "sha256": predictor.weights_sha256}
 
 
-def decision(confidences: dict[str, float] | None, model: str, warning: str) -> str:
-    """The screening decision shown under the probabilities, with the out-of-distribution warning."""
-    if not confidences:
+def decision(answer: dict | None) -> str:
+    """The screening decision shown under the probabilities, with any warning."""
+    if not answer:
         return ""
-    predictor, p = predictor_for(model or DEFAULT_MODEL), confidences["PNEUMONIA"]
+    warnings = [text for flag, text in (("unusual", UNUSUAL), ("uncertain", UNCERTAIN)) if answer.get(flag)]
     return (
-        f"### Decision: {predictor.decide(p)}\n"
-        f"P(pneumonia) = {p:.3f}; the model's screening threshold is {predictor.config.threshold:.3f}."
-        + (f"\n\n**Warning:** {warning}" if warning else "")
+        f"### Decision: {answer['decision']}\n"
+        f"P(pneumonia) = {answer['probability']:.3f}; the model's screening threshold is {answer['threshold']:.3f}."
+        + "".join(f"\n\n**Warning:** {text}" for text in warnings)
     )
 
 
@@ -109,17 +128,17 @@ with gr.Blocks(
             model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model", elem_id="model")
             analyze = gr.Button("Analyze", variant="primary", elem_id="analyze")
         with gr.Column():
-            label = gr.Label(label="Probability", show_heading=False, elem_id="probability")
+            label = DecisionLabel(label="Screening decision", elem_id="probability")
             verdict = gr.Markdown(elem_id="decision")
             # JPEG: encoding a 1024 px overlay as PNG took longer than the model (see README, Speed)
             cam = gr.Image(type="pil", format="jpeg", label="Grad-CAM: where the model looked", elem_id="overlay")
-    warning = gr.State("")  # UI only: gradio_client results leave State out
-    analyze.click(predict, [image, model], [label, cam, warning], api_name="predict", preprocess=False).success(
-        decision, [label, model, warning], verdict, api_visibility="private"
+            answer = gr.JSON(label="Answer (as API clients get it)", elem_id="answer")
+    analyze.click(predict, [image, model], [label, cam, answer], api_name="predict", preprocess=False).success(
+        decision, answer, verdict, api_visibility="private"
     )
     # A new image or model clears the previous answer, so no result stands beside the wrong input.
     for trigger in (image.change, model.change):
-        trigger(lambda: (None, None, ""), None, [label, cam, verdict], api_visibility="private")
+        trigger(lambda: (None, None, None, ""), None, [label, cam, answer, verdict], api_visibility="private")
     if EXAMPLES:
         gr.Examples(EXAMPLES, inputs=image, label="Example X-rays (Kermany et al. 2018, CC BY 4.0)", elem_id="examples")
     about = gr.Markdown(describe(DEFAULT_MODEL))

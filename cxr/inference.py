@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import threading
 from dataclasses import dataclass
@@ -63,6 +64,17 @@ class Prediction:
     def confidences(self) -> dict[str, float]:
         return {"PNEUMONIA": self.probability, "NORMAL": 1.0 - self.probability}
 
+    def record(self) -> dict:
+        """The answer as plain JSON values: what API clients and the batch CSV get."""
+        return {
+            "probability": self.probability,
+            "decision": self.label,
+            "threshold": self.threshold,
+            "unusual": self.unusual,
+            "uncertain": self.uncertain,
+            "ood_distance": self.ood_distance,
+        }
+
 
 @dataclass
 class Member:
@@ -107,6 +119,12 @@ class Predictor:
         p = min(max(self.config.threshold, 1e-6), 1 - 1e-6)
         # P >= threshold  <=>  mean calibrated logit >= this value
         self._decision_z = math.log(p / (1 - p)) if not self.ensemble else self._uncalibrate(math.log(p / (1 - p)))
+
+    @property
+    def weights_sha256(self) -> str:
+        """The weights' checksum; an ensemble's is that of its members' checksums in order."""
+        shas = [member.config.weights_sha256 for member in self.members]
+        return shas[0] if not self.ensemble else hashlib.sha256("".join(shas).encode()).hexdigest()
 
     @property
     def model(self) -> torch.nn.Module:

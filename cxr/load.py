@@ -25,7 +25,7 @@ from cxr.serve import ROOT, running_app
 def _answer(client, image: Path) -> tuple[float, str]:
     from gradio_client import handle_file
 
-    label, overlay = client.predict(handle_file(str(image)), api_name="/predict")
+    label, overlay, _ = client.predict(handle_file(str(image)), api_name="/predict")
     probability = next(c["confidence"] for c in label["confidences"] if c["label"] == "PNEUMONIA")
     with Image.open(overlay) as picture:  # the pixels: each answer's file carries its own request id
         return probability, hashlib.sha256(picture.tobytes()).hexdigest()

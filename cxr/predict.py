@@ -28,7 +28,7 @@ from cxr.model import ModelLoadError
 log = logging.getLogger(__name__)
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"}
-FIELDS = ["file", "probability", "decision", "threshold", "unusual", "ood_distance", "overlay", "error"]
+FIELDS = ["file", "probability", "decision", "threshold", "unusual", "uncertain", "ood_distance", "overlay", "error"]
 
 
 def collect_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -45,13 +45,15 @@ def collect_files(paths: Iterable[str | Path]) -> list[Path]:
 def _row(file: Path, prediction: Prediction | None = None, error: str = "", overlay: str = "") -> dict:
     if prediction is None:
         return {"file": str(file), "error": error}
-    distance = prediction.ood_distance
+    record = prediction.record()  # the same fields API clients get, as CSV text
+    distance = record["ood_distance"]
     return {
         "file": str(file),
-        "probability": f"{prediction.probability:.6f}",
-        "decision": prediction.label,
-        "threshold": f"{prediction.threshold:.6f}",
-        "unusual": "" if distance is None else int(prediction.unusual),
+        "probability": f"{record['probability']:.6f}",
+        "decision": record["decision"],
+        "threshold": f"{record['threshold']:.6f}",
+        "unusual": "" if distance is None else int(record["unusual"]),
+        "uncertain": int(record["uncertain"]),
         "ood_distance": "" if distance is None else f"{distance:.1f}",
         "overlay": overlay,
         "error": "",

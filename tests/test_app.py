@@ -27,12 +27,17 @@ def test_every_example_gets_its_true_class_and_an_overlay(client, example):
 
     from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
 
-    threshold = json.loads((WEIGHTS_DIR / DEFAULT_MODEL / "config.json").read_text())["threshold"]
-    label, overlay_path = client.predict(handle_file(str(example)), api_name="/predict")
+    config = json.loads((WEIGHTS_DIR / DEFAULT_MODEL / "config.json").read_text())
+    label, overlay_path, answer = client.predict(handle_file(str(example)), api_name="/predict")
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert confidences["PNEUMONIA"] + confidences["NORMAL"] == pytest.approx(1.0)
-    decision = "PNEUMONIA" if confidences["PNEUMONIA"] >= threshold else "NORMAL"
-    assert decision == true_class(example), confidences
+    decision = "PNEUMONIA" if confidences["PNEUMONIA"] >= config["threshold"] else "NORMAL"
+    # The label a client reads is the decision at the threshold, not the more probable class.
+    assert label["label"] == answer["decision"] == decision == true_class(example), confidences
+    assert answer["probability"] == pytest.approx(confidences["PNEUMONIA"])
+    assert answer["threshold"] == pytest.approx(config["threshold"])
+    assert answer["model"] == DEFAULT_MODEL and answer["sha256"] == config["weights_sha256"]
+    assert answer["unusual"] is False and answer["uncertain"] is False
     with Image.open(overlay_path) as overlay, Image.open(example) as original:
         assert overlay.format == "JPEG" and overlay.mode == "RGB"
         assert abs(overlay.width / overlay.height - original.width / original.height) < 0.01
@@ -53,8 +58,8 @@ def test_a_file_that_is_not_an_image_gets_a_clear_error(client, tmp_path):
 
 
 def test_server_still_answers_after_an_error(client):
-    label, _ = client.predict(handle_file(str(EXAMPLES[0])), api_name="/predict")
-    assert "confidences" in label
+    label, _, answer = client.predict(handle_file(str(EXAMPLES[0])), api_name="/predict")
+    assert "confidences" in label and label["label"] == answer["decision"]
 
 
 def test_every_weights_folder_is_offered_and_used(tmp_path):
@@ -75,9 +80,10 @@ def test_every_weights_folder_is_offered_and_used(tmp_path):
         assert parameters[1]["type"]["enum"] == [DEFAULT_MODEL, "tiny_resnet"]
         assert parameters[1]["parameter_default"] == DEFAULT_MODEL
         normal = next(p for p in EXAMPLES if true_class(p) == "NORMAL")
-        default_label, _ = client.predict(handle_file(str(normal)), api_name="/predict")
-        tiny_label, tiny_overlay = client.predict(handle_file(str(normal)), "tiny_resnet", api_name="/predict")
+        default_label, _, _ = client.predict(handle_file(str(normal)), api_name="/predict")
+        tiny_label, tiny_overlay, tiny_answer = client.predict(handle_file(str(normal)), "tiny_resnet", api_name="/predict")
         assert default_label["confidences"] != tiny_label["confidences"]
+        assert tiny_answer["model"] == "tiny_resnet" and tiny_label["label"] == "PNEUMONIA"  # threshold 0
         assert Image.open(tiny_overlay).size == Image.open(normal).size
         with pytest.raises(AppError, match="Unknown model"):
             client.predict(handle_file(str(normal)), "no_such_model", api_name="/predict")
@@ -88,8 +94,8 @@ def test_every_weights_folder_is_offered_and_used(tmp_path):
 
 @pytest.mark.parametrize("case", VALID_CASES)
 def test_odd_formats_get_the_same_answer_through_the_api(client, variant_files, case):
-    reference, _ = client.predict(handle_file(str(VARIANT_SOURCE)), api_name="/predict")
-    label, overlay = client.predict(handle_file(str(variant_files[case])), api_name="/predict")
+    reference, _, _ = client.predict(handle_file(str(VARIANT_SOURCE)), api_name="/predict")
+    label, overlay, _ = client.predict(handle_file(str(variant_files[case])), api_name="/predict")
     p_ref = {c["label"]: c["confidence"] for c in reference["confidences"]}["PNEUMONIA"]
     p = {c["label"]: c["confidence"] for c in label["confidences"]}["PNEUMONIA"]
     assert p == pytest.approx(p_ref, abs=0.05), case
@@ -101,7 +107,7 @@ def test_hostile_uploads_get_a_clear_message_and_the_server_stays_up(client, hos
     path, message = hostile_uploads[case]
     with pytest.raises(AppError, match=message):
         client.predict(handle_file(str(path)), api_name="/predict")
-    label, _ = client.predict(handle_file(str(VARIANT_SOURCE)), api_name="/predict")
+    label, _, _ = client.predict(handle_file(str(VARIANT_SOURCE)), api_name="/predict")
     assert label["label"] in ("NORMAL", "PNEUMONIA")
 
 
@@ -116,6 +122,7 @@ def test_an_image_that_is_not_an_xray_is_still_answered(client, tmp_path):
 
     photo = tmp_path / "holiday.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 500, 3), np.uint8)).save(photo)
-    label, overlay = client.predict(handle_file(str(photo)), api_name="/predict")
+    label, overlay, answer = client.predict(handle_file(str(photo)), api_name="/predict")
     assert {c["label"] for c in label["confidences"]} == {"NORMAL", "PNEUMONIA"}
+    assert answer["unusual"] is True  # the out-of-distribution flag reaches API clients
     assert Image.open(overlay).size == (500, 400)

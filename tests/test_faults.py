@@ -72,7 +72,7 @@ def test_the_app_starts_without_examples(tmp_path):
     try:
         from gradio_client import Client, handle_file
 
-        label, _ = Client(url, verbose=False).predict(
+        label, _, _ = Client(url, verbose=False).predict(
             handle_file(str(ROOT / "examples" / "normal_NORMAL2-IM-1440-0001.jpeg")), api_name="/predict"
         )
         assert label["label"] == "NORMAL"

@@ -26,7 +26,7 @@ def test_uploads_and_overlays_are_deleted_after_the_interval(tmp_path):
     cache = tmp_path / "gradio-cache"
     process, url, _ = start_app(env={"GRADIO_TEMP_DIR": str(cache), "CXR_UPLOAD_TTL": "8"})
     try:
-        label, overlay = Client(url, verbose=False, download_files=str(tmp_path / "client")).predict(
+        label, overlay, _ = Client(url, verbose=False, download_files=str(tmp_path / "client")).predict(
             handle_file(str(upload)), api_name="/predict"
         )
         assert label["label"] in ("NORMAL", "PNEUMONIA")
