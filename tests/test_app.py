@@ -81,7 +81,8 @@ def test_every_weights_folder_is_offered_and_used(tmp_path):
         assert parameters[1]["parameter_default"] == DEFAULT_MODEL
         normal = next(p for p in EXAMPLES if true_class(p) == "NORMAL")
         default_label, _, _ = client.predict(handle_file(str(normal)), api_name="/predict")
-        tiny_label, tiny_overlay, tiny_answer = client.predict(handle_file(str(normal)), "tiny_resnet", api_name="/predict")
+        tiny = client.predict(handle_file(str(normal)), "tiny_resnet", api_name="/predict")
+        tiny_label, tiny_overlay, tiny_answer = tiny
         assert default_label["confidences"] != tiny_label["confidences"]
         assert tiny_answer["model"] == "tiny_resnet" and tiny_label["label"] == "PNEUMONIA"  # threshold 0
         assert Image.open(tiny_overlay).size == Image.open(normal).size
