@@ -47,18 +47,19 @@ def _flat(prefix: str, stats: dict[str, float]) -> dict[str, float]:
 
 
 def model_speed(weights: Path, image_path: Path, runs: int, batch_size: int) -> dict[str, float]:
-    """One model: latency of forward, predict + Grad-CAM and the full answer; batch throughput."""
+    """One model or ensemble: latency of forward, predict + Grad-CAM and the full answer; batch throughput."""
     from cxr.predict import predict_files
 
     predictor = Predictor.from_folder(weights)
     image = read_xray(image_path)
     batch = predictor.preprocess(image)
 
-    def forward():
+    def forward():  # every member's plain forward: an ensemble's own "forward"
         with torch.no_grad():
-            predictor.model(batch)
+            for member in predictor.members:
+                member.model(batch)
 
-    results = {"parameters": sum(p.numel() for p in predictor.model.parameters())}
+    results = {"parameters": sum(p.numel() for m in predictor.members for p in m.model.parameters())}
     results |= _flat("forward", timed_ms(forward, runs))
     results |= _flat("predict_cam", timed_ms(lambda: predictor.predict(image), runs))
     results |= _flat("explain", timed_ms(lambda: predictor.explain(read_xray(image_path)), runs))

@@ -21,7 +21,7 @@ from cxr.data import Sample, cache_file, decode_cached, list_samples, load_grays
 from cxr.inference import batched_logits
 from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
 from cxr.model import ENSEMBLE_NAME, ModelConfig, is_ensemble, load_model
-from cxr.stress import BANK, Shift, apply_shift
+from cxr.stress import BANK, Shift, apply_shift, shift_by_name
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +65,37 @@ class Member:
         return probabilities(self.logits[shift], self.config.temperature, self.config.logit_bias)
 
 
+class ShiftedImages(dict):
+    """Shift name → the images changed by it, each made once on first use (shared by every member)."""
+
+    def __init__(self, images_u8: torch.Tensor):
+        super().__init__({CLEAN: images_u8})
+        self.digest = hashlib.sha256(images_u8.numpy().tobytes()).hexdigest()[:16]
+
+    def __missing__(self, name: str) -> torch.Tensor:
+        self[name] = apply_shift(shift_by_name(name), self[CLEAN])
+        return self[name]
+
+
 def shifted_logits(
     model: torch.nn.Module,
     config: ModelConfig,
-    images_u8: torch.Tensor,
+    images_u8: torch.Tensor | ShiftedImages,
     shifts: Iterable[Shift] = BANK,
     flip: bool = False,
     cache_dir: str | Path | None = ".cache",
 ) -> dict[str, np.ndarray]:
     """Raw logits on the clean images and on each shifted copy, reusing the on-disk cache."""
-    digest = hashlib.sha256(images_u8.numpy().tobytes()).hexdigest()[:16]
+    images = images_u8 if isinstance(images_u8, ShiftedImages) else ShiftedImages(images_u8)
+    digest = images.digest
     name = f"{config.weights_sha256[:16]}-{digest}-flip{int(flip)}.npz"
     path = Path(cache_dir) / "logits" / name if cache_dir else None
     known = dict(np.load(path)) if path and path.exists() else {}
     wanted = [CLEAN, *(s.name for s in shifts)]
-    for shift in [None, *shifts]:
-        name = shift.name if shift else CLEAN
+    for name in wanted:
         if name not in known:
-            images = apply_shift(shift, images_u8) if shift else images_u8
-            known[name] = batched_logits(model, images, flip=flip)
-            log.info("logits under %s: %d images", name, len(images))
+            known[name] = batched_logits(model, images[name], flip=flip)
+            log.info("logits under %s: %d images", name, len(images[name]))
     if path and config.weights_sha256:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **known)
@@ -119,7 +130,7 @@ def clean_metrics(members: list[Member], labels: np.ndarray) -> dict:
 
 def load_members(
     weights: list[str | Path],
-    images_u8: torch.Tensor,
+    images_u8: torch.Tensor | ShiftedImages,
     shifts: Iterable[Shift] = (),
     flip: bool = False,
     cache_dir: str | Path | None = ".cache",
@@ -130,17 +141,18 @@ def load_members(
     quantity its own temperature, bias and threshold apply to (as in ``Predictor``).
     """
     shifts = tuple(shifts)
+    images = images_u8 if isinstance(images_u8, ShiftedImages) else ShiftedImages(images_u8)
     members = []
     for folder in map(Path, weights):
         if is_ensemble(folder):
             config = ModelConfig.from_json(folder / ENSEMBLE_NAME)
-            inner = load_members([folder / name for name in config.members], images_u8, shifts, flip, cache_dir)
+            inner = load_members([folder / name for name in config.members], images, shifts, flip, cache_dir)
             members.append(Member(config, mean_calibrated_logits(inner)))
             continue
         model, config = load_model(folder)
-        if model.pretrained_cfg["input_size"][-1] != images_u8.shape[-1]:
+        if model.pretrained_cfg["input_size"][-1] != images[CLEAN].shape[-1]:
             raise ValueError(f"{folder}: input size differs from the other members'")
-        members.append(Member(config, shifted_logits(model, config, images_u8, shifts, flip, cache_dir)))
+        members.append(Member(config, shifted_logits(model, config, images, shifts, flip, cache_dir)))
     return members
 
 

@@ -85,3 +85,42 @@ def test_decision_boundary_matches_the_threshold(members, image):
     below, above = expit(logit(p) - 1e-3), expit(logit(p) + 1e-3)
     assert Predictor(members, ensemble_config(below)).predict(image).label == "PNEUMONIA"
     assert Predictor(members, ensemble_config(above)).predict(image).label == "NORMAL"
+
+
+@pytest.mark.slow
+def test_build_ensemble_writes_a_folder_that_evaluation_and_predictor_agree_on(data_dir, tmp_path):
+    """Two small members on the recorded split → cxr.ensemble → the evaluation and the app's Predictor."""
+    from cxr.data import load_grayscale
+    from cxr.ensemble import build_ensemble
+    from cxr.evaluation import combined, evaluate, load_members, validation_images, validation_samples
+    from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
+    from cxr.model import ENSEMBLE_NAME, is_ensemble, save_model
+    from cxr.stress import BANK
+
+    recorded = ModelConfig.from_json(WEIGHTS_DIR / DEFAULT_MODEL / "config.json").train  # split, sizes
+    folders = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        config = ModelConfig("test_resnet", input_size=224, train=recorded)
+        folders.append(save_model(build_model(config), config, tmp_path / f"tiny{seed}"))
+    cache = tmp_path / "cache"
+    out = tmp_path / "ensemble"
+    config = build_ensemble(folders, out, data_dir, cache_dir=str(cache))
+    assert is_ensemble(out) and not (tmp_path / "ensemble.partial").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted([ENSEMBLE_NAME, "README.md", "tiny0", "tiny1"])
+    assert config.members == ["tiny0", "tiny1"] and config.calibration["rule"] == "stress"
+    assert config.val_metrics["sensitivity"] >= 0.97  # the rule's threshold holds on the clean split
+    assert set(config.stress_metrics["stress"]) == {s.name for s in BANK}
+    assert "## Under acquisition changes" in (out / "README.md").read_text()
+
+    samples = validation_samples(data_dir, config)
+    images = validation_images(data_dir, config, cache)
+    report = evaluate(out, samples, stress=True, images_u8=images, cache_dir=cache)
+    assert report["auc"] == pytest.approx(config.val_metrics["auc"], abs=1e-9)
+    for name, metrics in config.stress_metrics["stress"].items():
+        assert report["stress"][name] == pytest.approx(metrics, abs=1e-9)
+
+    picked = samples[::150]
+    expected, _ = combined(load_members([out], images[::150]))
+    answers = Predictor.from_folder(out).screen([load_grayscale(s.path) for s in picked])
+    assert [a.probability for a in answers] == pytest.approx(list(expected), abs=1e-4)
