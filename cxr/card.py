@@ -90,6 +90,11 @@ def describe_recipe(config: ModelConfig) -> str:
         lines = [f"An ensemble of {len(config.members)} networks, each with its own calibration (subfolders):"]
         lines += [f"- `{name}`: `{training_command(members.get(name, {}))}`" for name in config.members]
         return "\n".join(lines) + f"\n\n{config.train.get('minutes', 0)} training minutes in all on 2 CPU cores."
+    if config.train.get("soup_of"):
+        soup = config.train["soup_of"]
+        lines = [f"The element-wise mean of the weights of {len(soup)} fine-tunes of one ImageNet start (`cxr.soup`):"]
+        lines += [f"- `{name}`: `{training_command(args)}`" for name, args in soup.items()]
+        return "\n".join(lines) + f"\n\n{config.train.get('minutes', 0)} training minutes in all on 2 CPU cores."
     train, args = config.train, config.train.get("args", {})
     start = "ImageNet EfficientNet-Lite0 weights, fine-tuned" if args.get("pretrained") else "trained from scratch"
     frozen = f"; parameters before `{args['freeze_until']}` frozen" if args.get("freeze_until") else ""

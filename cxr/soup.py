@@ -1,0 +1,94 @@
+"""Average the weights of fine-tunes that share one pretrained start (a uniform "model soup").
+
+    python -m cxr.soup --members runs/a runs/b runs/c --out runs/soup
+
+Networks fine-tuned from the same ImageNet weights tend to lie in one basin, where the mean of their
+weights is itself a good network (Wortsman et al. 2022, "Model soups"), often more robust to shift
+than any one of them, at the cost of one model. The soup is written like a trained folder: fp16
+weights, then the stress-rule calibration (``cxr.calibrate``) and the out-of-distribution fit
+(``cxr.ood``), both on the soup as shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxr.calibrate import calibrate
+from cxr.card import write_model_card
+from cxr.data import cache_file, decode_cached, list_samples, split_by_patient
+from cxr.evaluation import shifted_logits
+from cxr.model import CONFIG_NAME, ModelConfig, load_model, save_model
+from cxr.ood import fit_and_save
+from cxr.stress import BANK
+
+log = logging.getLogger(__name__)
+
+
+def average_weights(models: list[torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the float tensors of same-architecture models (BN statistics too)."""
+    states = [m.state_dict() for m in models]
+    if any(s.keys() != states[0].keys() for s in states):
+        raise ValueError("soup members must share one architecture")
+    return {
+        name: torch.stack([s[name].float() for s in states]).mean(0) if tensor.is_floating_point() else tensor
+        for name, tensor in states[0].items()
+    }
+
+
+def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: str = ".cache") -> ModelConfig:
+    """Average ``members`` into ``out``: weights, calibration by the stress rule, OOD fit, card."""
+    loaded = [load_model(folder) for folder in members]
+    first_model, first = loaded[0]
+    if any(c.architecture != first.architecture or c.train["split"] != first.train["split"] for _, c in loaded):
+        raise ValueError("soup members must share one architecture and one validation split")
+    model = copy.deepcopy(first_model)
+    model.load_state_dict(average_weights([m for m, _ in loaded]), strict=True)
+    config = copy.deepcopy(first)
+    config.train = {
+        **first.train,
+        "soup_of": {folder.name: c.train.get("args", {}) for folder, (_, c) in zip(members, loaded, strict=True)},
+        "minutes": round(sum(c.train.get("minutes", 0) for _, c in loaded), 1),
+    }
+    staging = out.with_name(out.name + ".partial")  # built aside, moved into place in one step
+    shutil.rmtree(staging, ignore_errors=True)
+    save_model(model, config, staging)
+    shipped, _ = load_model(staging)  # fp16 as stored: calibrate what users will run
+    split = config.train["split"]
+    train, val = split_by_patient(list_samples(Path(data_dir) / "train"), split["val_fraction"], split["seed"])
+    size = config.input_size
+    val_images = decode_cached(val, size, cache_file(cache_dir, "val", split["seed"], size))
+    labels = np.array([s.label for s in val])
+    calibrate(config, shifted_logits(shipped, config, val_images, BANK, cache_dir=cache_dir), labels, 0.97)
+    train_images = decode_cached(train, size, cache_file(cache_dir, "train", split["seed"], size))
+    fit_and_save(staging, shipped, config, train_images, val_images)
+    config.to_json(staging / CONFIG_NAME)
+    record = {"val": config.val_metrics, **config.stress_metrics}
+    (staging / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_model_card(staging)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", nargs="+", required=True, type=Path, help="weights folders, one architecture")
+    parser.add_argument("--out", required=True, type=Path, help="the averaged weights folder to write")
+    parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
+    parser.add_argument("--cache-dir", default=".cache", help="decoded images and logits cache")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    config = make_soup(args.members, args.out, args.data, args.cache_dir)
+    log.info("wrote %s: val %s worst %s", args.out, config.val_metrics, config.stress_metrics.get("stress_worst"))
+
+
+if __name__ == "__main__":
+    main()
