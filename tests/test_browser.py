@@ -111,6 +111,8 @@ def test_every_example_click_shows_its_result(page):
         page.locator(f'#xray img[src*="{example.name}"]').wait_for()  # this example is the input now
         label, _ = analyze(page)
         assert label == true_class(example), example.name
+        # The probability box is headed by the decision, never by a class the decision contradicts.
+        assert page.inner_text("#probability").strip().splitlines()[0].strip() == label, example.name
 
 
 def test_a_file_that_is_not_an_image_shows_the_error_and_the_page_still_works(page, tmp_path):

@@ -111,7 +111,7 @@ def test_a_trained_model_from_the_hub_cache_keeps_its_ood_check_and_evaluates(tm
     script = (
         "from cxr import Predictor, resolve_weights\n"
         "predictor = Predictor.from_folder(resolve_weights())\n"
-        "print(predictor.ood is not None, predictor.config.architecture)\n"
+        "print(predictor.members[0].ood is not None, predictor.config.architecture)\n"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "CXR_MODEL"))}
     loaded = subprocess.run(

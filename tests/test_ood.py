@@ -47,7 +47,7 @@ def test_real_xrays_are_not_flagged(predictor, example):
 @pytest.mark.parametrize("name", list(not_xrays()))
 def test_images_that_are_not_xrays_are_flagged(predictor, name):
     prediction = predictor.predict(not_xrays()[name])
-    assert prediction.unusual, (name, prediction.ood_distance, predictor.ood.threshold)
+    assert prediction.unusual, (name, prediction.ood_distance, predictor.members[0].ood.threshold)
 
 
 def test_a_changed_ood_file_is_refused(tmp_path):
