@@ -19,7 +19,7 @@ import numpy as np
 
 from cxr.calibrate import calibrate
 from cxr.evaluation import load_members, mean_calibrated_logits, validation_images, validation_samples
-from cxr.model import CONFIG_NAME, ENSEMBLE_NAME, WEIGHTS_NAME, ModelConfig
+from cxr.model import CONFIG_NAME, ENSEMBLE_NAME, WEIGHTS_NAME, ModelConfig, same_split
 from cxr.ood import OOD_NAME
 from cxr.stress import BANK
 
@@ -33,7 +33,7 @@ def build_ensemble(
 ) -> ModelConfig:
     """Copy ``members`` into ``out``, fit the ensemble's calibration and write ``ensemble.json``."""
     configs = [ModelConfig.from_json(m / CONFIG_NAME) for m in members]
-    if any(c.train["split"] != configs[0].train["split"] for c in configs):
+    if any(not same_split(c, configs[0]) for c in configs):
         raise ValueError("ensemble members must share one validation split")
     names = [m.name for m in members]
     if len(set(names)) != len(names):

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 # Every subfolder with a config.json is a model the app offers; CXR_WEIGHTS_DIR points elsewhere.
 WEIGHTS_DIR = Path(os.environ.get("CXR_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
-DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_MODEL = "efficientnet_lite0_shift"
 # Everything snapshot_download raises when the Hub or its cache cannot provide the files.
 HUB_ERRORS = (OSError, EntryNotFoundError, HFValidationError, RevisionResolutionError, httpx2.HTTPError)
 

@@ -61,6 +61,12 @@ class ModelConfig:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
+def same_split(a: ModelConfig, b: ModelConfig) -> bool:
+    """Whether two models were validated on one split: its seed, fraction and patients."""
+    keys = ("seed", "val_fraction", "val_patients")
+    return all(a.train["split"].get(k) == b.train["split"].get(k) for k in keys)
+
+
 def is_ensemble(folder: str | Path) -> bool:
     return (Path(folder) / ENSEMBLE_NAME).is_file()
 

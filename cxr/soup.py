@@ -25,7 +25,7 @@ from cxr.calibrate import calibrate
 from cxr.card import write_model_card
 from cxr.data import cache_file, decode_cached, list_samples, split_by_patient
 from cxr.evaluation import shifted_logits
-from cxr.model import CONFIG_NAME, ModelConfig, load_model, save_model
+from cxr.model import CONFIG_NAME, ModelConfig, load_model, same_split, save_model
 from cxr.ood import fit_and_save
 from cxr.stress import BANK
 
@@ -47,7 +47,7 @@ def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: s
     """Average ``members`` into ``out``: weights, calibration by the stress rule, OOD fit, card."""
     loaded = [load_model(folder) for folder in members]
     first_model, first = loaded[0]
-    if any(c.architecture != first.architecture or c.train["split"] != first.train["split"] for _, c in loaded):
+    if any(c.architecture != first.architecture or not same_split(c, first) for _, c in loaded):
         raise ValueError("soup members must share one architecture and one validation split")
     model = copy.deepcopy(first_model)
     model.load_state_dict(average_weights([m for m, _ in loaded]), strict=True)
