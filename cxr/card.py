@@ -78,7 +78,7 @@ def training_command(args: dict) -> str:
 
 AUGMENTATIONS = {
     "basic": "rotation, shift, scale, brightness, contrast, gamma",
-    "shift": "acquisition shift (`cxr.augment`): random zoom-in crops to a third of the area, padding, "
+    "shift": "acquisition shift (`cxr.augment`): random zoom-in crops to 35 % of the area, padding, "
     "rotation, brightness, contrast, gamma, blur, JPEG, detector noise, erased patches",
 }
 
