@@ -213,4 +213,4 @@ def _load_member(folder: Path) -> Member:
 
 def _capture(member: Member) -> contextlib.AbstractContextManager[FeatureCapture | None]:
     """The pooled features of the next pass, for the out-of-distribution check (None without one)."""
-    return FeatureCapture(member.model) if member.ood else contextlib.nullcontext()
+    return FeatureCapture(member.model, member.ood.layer) if member.ood else contextlib.nullcontext()

@@ -26,14 +26,21 @@ VAL_PASS = 0.99
 
 
 class FeatureCapture:
-    """Captures the pooled features entering the classifier during a forward pass (no second pass)."""
+    """Captures features during a forward pass (no second pass): by default the pooled features
+    entering the classifier; with ``layer``, that module's output averaged over space."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, layer: str | None = None):
         self.features: torch.Tensor | None = None
-        self._handle = model.get_classifier().register_forward_pre_hook(self._keep)
+        if layer:
+            self._handle = model.get_submodule(layer).register_forward_hook(self._pool)
+        else:
+            self._handle = model.get_classifier().register_forward_pre_hook(self._keep)
 
     def _keep(self, _module, inputs) -> None:
         self.features = inputs[0].detach().flatten(1)
+
+    def _pool(self, _module, _inputs, output) -> None:
+        self.features = output.detach().float().mean(dim=(2, 3))
 
     def close(self) -> None:
         self._handle.remove()
@@ -48,8 +55,8 @@ class FeatureCapture:
 class OodScorer:
     """Squared Mahalanobis distance of features from the training distribution."""
 
-    def __init__(self, mean: torch.Tensor, precision: torch.Tensor, threshold: float):
-        self.mean, self.precision, self.threshold = mean, precision, threshold
+    def __init__(self, mean: torch.Tensor, precision: torch.Tensor, threshold: float, layer: str | None = None):
+        self.mean, self.precision, self.threshold, self.layer = mean, precision, threshold, layer
 
     @classmethod
     def from_folder(cls, folder: Path, config: ModelConfig) -> OodScorer | None:
@@ -59,7 +66,7 @@ class OodScorer:
         if not path.is_file() or sha256_file(path) != config.ood["sha256"]:
             raise ModelLoadError(f"{path}: missing or its sha256 does not match {folder / CONFIG_NAME}")
         tensors = load_file(path)
-        return cls(tensors["mean"], tensors["precision"], float(config.ood["threshold"]))
+        return cls(tensors["mean"], tensors["precision"], float(config.ood["threshold"]), config.ood.get("layer"))
 
     def distance(self, features: torch.Tensor) -> np.ndarray:
         centered = features.double() - self.mean.double()
@@ -67,9 +74,9 @@ class OodScorer:
 
 
 @torch.no_grad()
-def pooled_features(model: torch.nn.Module, batches) -> torch.Tensor:
+def pooled_features(model: torch.nn.Module, batches, layer: str | None = None) -> torch.Tensor:
     chunks = []
-    with FeatureCapture(model) as capture:
+    with FeatureCapture(model, layer) as capture:
         for batch in batches:
             model(batch)
             chunks.append(capture.features)
@@ -88,14 +95,23 @@ def fit(train_features: torch.Tensor, val_features: torch.Tensor) -> tuple[OodSc
 
 
 def fit_and_save(
-    folder: Path, model: torch.nn.Module, config: ModelConfig, train_images: torch.Tensor, val_images: torch.Tensor
+    folder: Path,
+    model: torch.nn.Module,
+    config: ModelConfig,
+    train_images: torch.Tensor,
+    val_images: torch.Tensor,
+    layer: str | None = None,
 ) -> dict:
-    """Fit the check on cached uint8 training/validation images; write ood.safetensors, record it in config."""
+    """Fit the check on cached uint8 training/validation images; write ood.safetensors, record it in config.
+
+    ``layer``: a module whose output is pooled instead of the classifier's input, e.g. a stage that
+    fine-tuning left frozen (ImageNet features, which keep non-X-rays far from X-rays).
+    """
     from cxr.model import preprocessing_for
 
     pre = preprocessing_for(model)
     features = [
-        pooled_features(model, (pre.batch(list(images[i : i + 128])) for i in range(0, len(images), 128)))
+        pooled_features(model, (pre.batch(list(images[i : i + 128])) for i in range(0, len(images), 128)), layer)
         for images in (train_images, val_images)
     ]
     scorer, stats = fit(*features)
@@ -105,6 +121,7 @@ def fit_and_save(
         "sha256": sha256_file(folder / OOD_NAME),
         "distance": "mahalanobis^2",
         "fit_on": f"{len(train_images)} training images",
+        "layer": layer,
         **stats,
     }
     return stats
@@ -119,6 +136,7 @@ def main() -> None:
     parser.add_argument("--weights", required=True)
     parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
     parser.add_argument("--cache-dir", default=".cache")
+    parser.add_argument("--layer", default=None, help="pool this module's output (default: the classifier input)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
 
@@ -129,7 +147,7 @@ def main() -> None:
     size = config.input_size
     train_images = decode_cached(train, size, cache_file(args.cache_dir, "train", split["seed"], size))
     val_images = decode_cached(val, size, cache_file(args.cache_dir, "val", split["seed"], size))
-    stats = fit_and_save(folder, model, config, train_images, val_images)
+    stats = fit_and_save(folder, model, config, train_images, val_images, args.layer)
     config.to_json(folder / CONFIG_NAME)
     write_model_card(folder)
     log.info("wrote %s: %s", folder / OOD_NAME, stats)
