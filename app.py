@@ -98,9 +98,12 @@ def decision(answer: dict | None) -> str:
 
 def describe(model: str) -> str:
     config = predictor_for(model).config
+    worst = config.stress_metrics.get("stress_worst")
+    shift = f"; under the stress bank of acquisition changes, specificity ≥ {worst['specificity']:.2f}" if worst else ""
+    auc = config.val_metrics.get("auc") or float("nan")
     return (
-        f"Model `{config.architecture}`: validation AUC {config.val_metrics.get('auc') or float('nan'):.3f} on a "
-        "patient-grouped split. See its model card in `weights/` for data, metrics and limits."
+        f"Model `{model}` (timm `{config.architecture}`): validation AUC {auc:.3f} "
+        f"on a patient-grouped split{shift}. See its model card in `weights/` for data, metrics and limits."
     )
 
 
