@@ -18,6 +18,9 @@ from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
 from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, build_model, save_model
 from tests.conftest import ROOT, free_port
 
+# The timm architecture of the bundled default (its folder is named after the recipe, not the backbone).
+DEFAULT_ARCHITECTURE = ModelConfig.from_json(WEIGHTS_DIR / DEFAULT_MODEL / "config.json").architecture
+
 REPO = "cxr-test/tiny-model"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RESOLVE = (
@@ -87,7 +90,7 @@ def test_hub_failure_falls_back_to_bundled_with_one_warning(tmp_path, case):
     assert result.returncode == 0, result.stderr
     folder, architecture = result.stdout.split()
     assert Path(folder) == WEIGHTS_DIR / DEFAULT_MODEL
-    assert architecture == DEFAULT_MODEL
+    assert architecture == DEFAULT_ARCHITECTURE
     ours = [line for line in result.stderr.splitlines() if line.startswith("WARNING cxr.hub")]
     assert len(ours) == 1 and REPO in ours[0], result.stderr
 
@@ -122,7 +125,7 @@ def test_a_trained_model_from_the_hub_cache_keeps_its_ood_check_and_evaluates(tm
         text=True,
         timeout=120,
     )
-    assert loaded.returncode == 0 and loaded.stdout.split() == ["True", DEFAULT_MODEL], loaded.stderr[-2000:]
+    assert loaded.returncode == 0 and loaded.stdout.split() == ["True", DEFAULT_ARCHITECTURE], loaded.stderr[-2000:]
 
     def evaluate(weights: str) -> dict:
         command = [sys.executable, "-m", "cxr.evaluate", "--data", str(originals_dir), "--weights", weights, "--json"]
