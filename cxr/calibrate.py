@@ -2,7 +2,7 @@
 
     python -m cxr.calibrate --weights weights/efficientnet_lite0 --data ../shared/data/chest_xray
 
-The rule (README "Choosing by the stress bank"): Platt temperature and bias are fitted by log-loss on
+The rule (README "Holding up under acquisition changes"): Platt temperature and bias are fitted by log-loss on
 the clean validation X-rays and every shifted copy of them pooled (``cxr.stress.BANK``), and the
 threshold is the highest that keeps sensitivity >= the target both on the clean split and on that
 pool. Fitted on the clean split alone, both were over-confident on X-rays from another period.

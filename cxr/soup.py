@@ -66,7 +66,8 @@ def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: s
     size = config.input_size
     val_images = decode_cached(val, size, cache_file(cache_dir, "val", split["seed"], size))
     labels = np.array([s.label for s in val])
-    calibrate(config, shifted_logits(shipped, config, val_images, BANK, cache_dir=cache_dir), labels, 0.97)
+    target = first.train.get("args", {}).get("target_sensitivity", 0.97)  # the members' own recorded target
+    calibrate(config, shifted_logits(shipped, config, val_images, BANK, cache_dir=cache_dir), labels, target)
     train_images = decode_cached(train, size, cache_file(cache_dir, "train", split["seed"], size))
     fit_and_save(staging, shipped, config, train_images, val_images)
     config.to_json(staging / CONFIG_NAME)
