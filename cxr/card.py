@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub import EvalResult, ModelCardData
+
 from cxr.model import CONFIG_NAME, ENSEMBLE_NAME, ModelConfig, is_ensemble
 
 CARD = """---
-license: cc-by-4.0
-library_name: timm
-pipeline_tag: image-classification
-tags: [medical-imaging, chest-x-ray, pneumonia, grad-cam]
-datasets: [kermany-2018-chest-xray]
+{metadata}
 ---
 
 # {architecture}: pneumonia vs normal on pediatric chest X-rays
@@ -168,12 +166,57 @@ def metrics_row(config: ModelConfig) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def write_model_card(folder: str | Path) -> Path:
-    """Render ``folder/README.md`` from ``folder/config.json`` (an ensemble's: ``ensemble.json``)."""
+# The Hub's metric ids for what the validation records.
+METRIC_TYPES = {"auc": "roc_auc", "accuracy": "accuracy", "sensitivity": "recall", "specificity": "specificity"}
+
+
+def card_metadata(config: ModelConfig, name: str) -> ModelCardData:
+    """The card's YAML header: Hub tags and the validation figures as model-index eval results."""
+    dataset = {
+        "task_type": "image-classification",
+        "dataset_type": "kermany-2018-chest-xray",
+        "dataset_name": "Kermany 2018 chest X-ray, patient-grouped validation carved from train",
+        "dataset_split": "validation",
+    }
+    results = [
+        EvalResult(**dataset, metric_type=METRIC_TYPES[key], metric_name=key, metric_value=round(value, 4))
+        for key, value in config.val_metrics.items()
+        if key in METRIC_TYPES
+    ]
+    worst = config.stress_metrics.get("stress_worst", {})
+    results += [
+        EvalResult(
+            **dataset,
+            dataset_config="shift-stress-bank-worst",  # the worst of cxr.stress.BANK, each metric on its own
+            metric_type=METRIC_TYPES[key],
+            metric_name=f"{key} (worst under the shift-stress bank)",
+            metric_value=round(value, 4),
+        )
+        for key, value in worst.items()
+        if key in METRIC_TYPES
+    ]
+    return ModelCardData(
+        model_name=name,
+        license="cc-by-4.0",
+        library_name="timm",
+        pipeline_tag="image-classification",
+        tags=["medical-imaging", "chest-x-ray", "pneumonia", "grad-cam", "research-only"],
+        datasets=["kermany-2018-chest-xray"],
+        eval_results=results or None,
+    )
+
+
+def write_model_card(folder: str | Path, published_as: str | Path | None = None) -> Path:
+    """Render ``folder/README.md`` from ``folder/config.json`` (an ensemble's: ``ensemble.json``).
+
+    ``published_as`` is the folder's final place when it is written in a staging folder.
+    """
     folder = Path(folder)
+    shown = Path(published_as or folder)
     config = ModelConfig.from_json(folder / (ENSEMBLE_NAME if is_ensemble(folder) else CONFIG_NAME))
     split = config.train["split"]
     card = CARD.format(
+        metadata=card_metadata(config, shown.name).to_yaml(),
         architecture=config.architecture,
         train_images=config.train["train_images"],
         val_images=config.train["val_images"],
@@ -182,7 +225,7 @@ def write_model_card(folder: str | Path) -> Path:
         fraction=split["val_fraction"],
         recipe=describe_recipe(config),
         target=config.train["args"]["target_sensitivity"],
-        folder=folder.as_posix(),
+        folder=shown.as_posix(),
         row=metrics_row(config),
         rule=describe_rule(config),
         stress=stress_table(config),

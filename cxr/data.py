@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 LABELS = ("NORMAL", "PNEUMONIA")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# How an image reaches the input size, in timm's data-config terms: squashed (no crop), bilinear.
+# The training data was stored squashed, so every caller resizes the same way (``resize_to_input``).
+RESIZE = {"interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}
 
 # person123_bacteria_4.jpeg | IM-0115-0001.jpeg | NORMAL2-IM-0587-0001-0001.jpeg
 _PATIENT_PATTERNS = (

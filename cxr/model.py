@@ -12,8 +12,9 @@ import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from timm.models import filter_pretrained_cfg
 
-from cxr.data import LABELS, Preprocessing
+from cxr.data import LABELS, RESIZE, Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,13 @@ ENSEMBLE_NAME = "ensemble.json"
 
 class ModelLoadError(RuntimeError):
     """A weights folder that cannot be loaded; the message names the file and the problem."""
+
+
+# The project's own fields live under this key of config.json; the rest is timm's Hub format
+# (``architecture``, ``num_classes``, ``label_names``, ``model_args``, ``pretrained_cfg``), so
+# ``timm.create_model("hf-hub:org/name", pretrained=True)`` loads a pushed folder as it is.
+PROJECT_KEY = "cxr"
+_TIMM_FIELDS = ("architecture", "in_chans", "input_size", "mean", "std")  # kept in timm's part
 
 
 @dataclass
@@ -49,16 +57,64 @@ class ModelConfig:
     ood: dict = field(default_factory=dict)  # out-of-distribution check (cxr.ood), if fitted
     members: list[str] = field(default_factory=list)  # an ensemble's member subfolders (ensemble.json)
 
+    def data_config(self) -> dict:
+        """timm's data config for the preprocessing this project applies (``cxr.data.Preprocessing``)."""
+        channels = self.in_chans
+        return {
+            "input_size": (channels, self.input_size, self.input_size),
+            "mean": (self.mean,) * channels,
+            "std": (self.std,) * channels,
+            **RESIZE,
+        }
+
+    def pretrained_cfg(self) -> dict:
+        """timm's ``pretrained_cfg`` for these weights: the backbone's defaults, our data config on top."""
+        default = timm.models.get_pretrained_cfg(self.architecture) if timm.is_model(self.architecture) else None
+        base = filter_pretrained_cfg(default.to_dict(), remove_source=True) if default else {}
+        for key in ("tag", "license", "label_names", "label_descriptions", "test_input_size", "test_crop_pct"):
+            base.pop(key, None)  # describe the ImageNet checkpoint, not these weights
+        if base.get("input_size") and tuple(base["input_size"][1:]) != (self.input_size, self.input_size):
+            base["pool_size"] = None
+        cfg = {**base, **self.data_config(), "num_classes": 1, "custom_load": False}
+        cfg.pop("architecture", None)  # timm keeps it at the top level only
+        return json.loads(json.dumps(cfg))  # tuples as lists, as timm writes them
+
+    def to_dict(self) -> dict:
+        """config.json: timm's Hub format, the project's fields under ``PROJECT_KEY``."""
+        project = {k: v for k, v in asdict(self).items() if k not in _TIMM_FIELDS}
+        return {
+            "architecture": self.architecture,
+            "num_classes": 1,
+            "label_names": self.labels[1:],  # one logit: the log-odds of labels[1]
+            "model_args": {"num_classes": 1, "in_chans": self.in_chans},
+            "pretrained_cfg": self.pretrained_cfg(),
+            PROJECT_KEY: project,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """Read config.json as :meth:`to_dict` writes it; a preprocessing we do not apply is refused."""
+        cfg = data["pretrained_cfg"]
+        channels, height, width = cfg["input_size"]
+        for key, value in RESIZE.items():
+            if cfg.get(key) != value:
+                raise ValueError(f"pretrained_cfg {key}={cfg.get(key)!r}; this project preprocesses with {value!r}")
+        if height != width or len(set(cfg["mean"])) != 1 or len(set(cfg["std"])) != 1:
+            raise ValueError("pretrained_cfg must describe a square input and one mean and std for every channel")
+        if data.get("num_classes") != 1:
+            raise ValueError(f"num_classes={data.get('num_classes')!r}; these models have one logit")
+        timm_part = {"architecture": data["architecture"], "in_chans": channels, "input_size": height}
+        return cls(**timm_part, mean=cfg["mean"][0], std=cfg["std"][0], **data[PROJECT_KEY])
+
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:
         try:
-            data = json.loads(Path(path).read_text())
-            return cls(**data)
-        except (OSError, ValueError, TypeError) as error:
-            raise ModelLoadError(f"{path}: not a valid model config ({error})") from error
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise ModelLoadError(f"{path}: not a valid model config ({type(error).__name__}: {error})") from error
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def same_split(a: ModelConfig, b: ModelConfig) -> bool:
@@ -73,25 +129,27 @@ def is_ensemble(folder: str | Path) -> bool:
 
 def build_model(config: ModelConfig) -> torch.nn.Module:
     """A timm model by name with one output logit (pneumonia) and our data config attached."""
-    channels = config.in_chans
-    overlay = {
-        "input_size": (channels, config.input_size, config.input_size),
-        "mean": (config.mean,) * channels,
-        "std": (config.std,) * channels,
-    }
-    kwargs = dict(pretrained=False, num_classes=1, in_chans=channels, pretrained_cfg_overlay=overlay)
-    try:
-        try:  # transformers fix their grid at build time; convolutional nets take no img_size
-            return timm.create_model(config.architecture, img_size=config.input_size, **kwargs)
-        except TypeError:
-            return timm.create_model(config.architecture, **kwargs)
-    except RuntimeError as error:  # timm's "Unknown model (...)"
-        raise ModelLoadError(f"unknown backbone {config.architecture!r}: {error}") from error
+    if not timm.is_model(config.architecture):
+        raise ModelLoadError(f"unknown backbone {config.architecture!r}: timm has no model of that name")
+    kwargs = {}
+    if config.pretrained_cfg().get("fixed_input_size"):  # transformers fix their grid at build time
+        kwargs["img_size"] = config.input_size
+    return timm.create_model(
+        config.architecture,
+        pretrained=False,
+        num_classes=1,
+        in_chans=config.in_chans,
+        pretrained_cfg_overlay=config.data_config(),
+        **kwargs,
+    )
 
 
 def preprocessing_for(model: torch.nn.Module) -> Preprocessing:
     """The model's preprocessing, derived from the data config that travels with it."""
     data_config = timm.data.resolve_model_data_config(model)
+    unsupported = {k: data_config.get(k) for k, v in RESIZE.items() if data_config.get(k) != v}
+    if unsupported:
+        raise ModelLoadError(f"{type(model).__name__} asks for {unsupported}; this project resizes with {RESIZE}")
     channels, _, size = data_config["input_size"]
     return Preprocessing(input_size=size, mean=data_config["mean"][0], std=data_config["std"][0], in_chans=channels)
 

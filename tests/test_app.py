@@ -7,6 +7,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from cxr.model import ModelConfig
 from tests.conftest import EXAMPLES, VARIANT_SOURCE, true_class
 from tests.inputs import HOSTILE_CASES, VALID_CASES
 
@@ -23,20 +24,18 @@ def test_there_are_examples_of_both_classes():
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_example_gets_its_true_class_and_an_overlay(client, example):
-    import json
-
     from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
 
-    config = json.loads((WEIGHTS_DIR / DEFAULT_MODEL / "config.json").read_text())
+    config = ModelConfig.from_json(WEIGHTS_DIR / DEFAULT_MODEL / "config.json")
     label, overlay_path, answer = client.predict(handle_file(str(example)), api_name="/predict")
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert confidences["PNEUMONIA"] + confidences["NORMAL"] == pytest.approx(1.0)
-    decision = "PNEUMONIA" if confidences["PNEUMONIA"] >= config["threshold"] else "NORMAL"
+    decision = "PNEUMONIA" if confidences["PNEUMONIA"] >= config.threshold else "NORMAL"
     # The label a client reads is the decision at the threshold, not the more probable class.
     assert label["label"] == answer["decision"] == decision == true_class(example), confidences
     assert answer["probability"] == pytest.approx(confidences["PNEUMONIA"])
-    assert answer["threshold"] == pytest.approx(config["threshold"])
-    assert answer["model"] == DEFAULT_MODEL and answer["sha256"] == config["weights_sha256"]
+    assert answer["threshold"] == pytest.approx(config.threshold)
+    assert answer["model"] == DEFAULT_MODEL and answer["sha256"] == config.weights_sha256
     assert answer["unusual"] is False and answer["uncertain"] is False
     with Image.open(overlay_path) as overlay, Image.open(example) as original:
         assert overlay.format == "JPEG" and overlay.mode == "RGB"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import sys
 import pytest
 
 from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
-from cxr.model import CONFIG_NAME, WEIGHTS_NAME
+from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
 from tests.conftest import ROOT, free_port, start_app
 
 
@@ -41,8 +40,10 @@ def truncate_weights_without_checksum(folder):
 
 
 def edit_config(folder, **changes):
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    (folder / CONFIG_NAME).write_text(json.dumps(config | changes))
+    config = ModelConfig.from_json(folder / CONFIG_NAME)
+    for name, value in changes.items():
+        setattr(config, name, value)
+    config.to_json(folder / CONFIG_NAME)
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,24 @@ from __future__ import annotations
 import json
 
 import pytest
+import timm
 import torch
+from PIL import Image
+from timm.models._hub import _parse_model_cfg
 
-from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, ModelLoadError, build_model, load_model, save_model
+from cxr.hub import WEIGHTS_DIR
+from cxr.model import (
+    CONFIG_NAME,
+    PROJECT_KEY,
+    WEIGHTS_NAME,
+    ModelConfig,
+    ModelLoadError,
+    build_model,
+    load_model,
+    preprocessing_for,
+    save_model,
+)
+from tests.conftest import EXAMPLES
 
 
 @pytest.fixture
@@ -44,13 +59,57 @@ def test_float16_storage_keeps_logits(tiny, tmp_path):
         assert torch.allclose(model(x), loaded(x), atol=2e-2, rtol=1e-2)
 
 
-def test_config_is_plain_json_with_the_recipe(tiny, tmp_path):
+def test_config_is_timm_hub_format_with_the_project_fields_apart(tiny, tmp_path):
     model, config, _ = tiny
     config.train = {"split": {"seed": 0}}
     save_model(model, config, tmp_path)
     data = json.loads((tmp_path / CONFIG_NAME).read_text())
-    assert data["architecture"] == "test_resnet" and data["labels"] == ["NORMAL", "PNEUMONIA"]
-    assert data["train"]["split"]["seed"] == 0
+    assert data["architecture"] == "test_resnet" and data["num_classes"] == 1
+    assert data["label_names"] == ["PNEUMONIA"]  # the one logit's class
+    assert data["pretrained_cfg"]["input_size"] == [1, 64, 64]
+    assert data[PROJECT_KEY]["labels"] == ["NORMAL", "PNEUMONIA"] and data[PROJECT_KEY]["train"]["split"]["seed"] == 0
+    # timm's own parser reads what it needs from it
+    pretrained_cfg, name, model_args = _parse_model_cfg(data, {"source": "local-dir"})
+    assert name == "test_resnet" and pretrained_cfg["num_classes"] == 1 and model_args["in_chans"] == 1
+
+
+def test_timm_loads_a_weights_folder_as_it_is(tiny, tmp_path):
+    """timm's own loader (``local-dir:``; ``hf-hub:`` reads the same files) gives our logits."""
+    model, config, x = tiny
+    save_model(model, config, tmp_path, dtype=torch.float32)
+    theirs = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    ours, _ = load_model(tmp_path)
+    with torch.no_grad():
+        assert torch.allclose(theirs(x), ours(x), atol=1e-5)
+    assert timm.data.resolve_model_data_config(theirs)["crop_mode"] == "squash"
+
+
+def test_timm_transform_reproduces_our_preprocessing(tiny, tmp_path):
+    """The data config in config.json is the real one: timm's eval transform gives our input tensor."""
+    model, config, _ = tiny
+    save_model(model, config, tmp_path)
+    theirs = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+    transform = timm.data.create_transform(**timm.data.resolve_data_config(model=theirs))
+    ours = preprocessing_for(load_model(tmp_path)[0])
+    image = Image.open(EXAMPLES[0]).convert("L").resize((300, 257))
+    assert torch.equal(transform(image), ours(image)[0])
+
+
+@pytest.mark.parametrize("key, value", [("crop_mode", "center"), ("crop_pct", 0.875), ("interpolation", "bicubic")])
+def test_a_preprocessing_we_do_not_apply_is_refused(tiny, tmp_path, key, value):
+    model, config, _ = tiny
+    save_model(model, config, tmp_path)
+    data = json.loads((tmp_path / CONFIG_NAME).read_text())
+    data["pretrained_cfg"][key] = value
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(ModelLoadError, match=key):
+        load_model(tmp_path)
+
+
+def test_bundled_configs_round_trip():
+    for path in sorted(WEIGHTS_DIR.glob(f"*/{CONFIG_NAME}")):
+        data = json.loads(path.read_text())
+        assert ModelConfig.from_dict(json.loads(path.read_text())).to_dict() == data, path
 
 
 def test_changed_weights_fail_the_checksum(tiny, tmp_path):
@@ -79,8 +138,9 @@ def test_unknown_backbone_is_named():
         build_model(ModelConfig("no_such_net"))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "densenet121", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "convnext_atto", "densenet121", "efficientnet_lite0", "test_vit"])
 def test_any_timm_name_builds_one_logit(name):
+    """Convolutional nets take any size; a transformer's grid is fixed at build time (img_size)."""
     model = build_model(ModelConfig(name, input_size=64)).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 1, 64, 64)).shape == (1, 1)

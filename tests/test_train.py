@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cxr.inference import Predictor
 from cxr.io import read_xray
+from cxr.model import ModelConfig
 from tests.conftest import EXAMPLES, ROOT
 
 
@@ -57,14 +58,15 @@ def test_train_smoke_run(data_dir, tmp_path):
     ):
         assert (out / name).is_file(), name
     assert not (tmp_path / "cache" / "checkpoints" / "run").exists()  # removed once the run is saved
-    config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == "test_efficientnet" and config["input_size"] == 96
-    assert 0.0 < config["threshold"] <= 1.0 and config["temperature"] > 0
-    assert config["train"]["split"]["seed"] == 0 and config["train"]["split"]["val_patients"]
+    assert json.loads((out / "config.json").read_text())["pretrained_cfg"]["input_size"] == [1, 96, 96]
+    config = ModelConfig.from_json(out / "config.json")
+    assert config.architecture == "test_efficientnet" and config.input_size == 96
+    assert 0.0 < config.threshold <= 1.0 and config.temperature > 0
+    assert config.train["split"]["seed"] == 0 and config.train["split"]["val_patients"]
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
     prediction = Predictor.from_folder(out).predict(read_xray(EXAMPLES[0]))
     assert prediction.cam.shape == (96, 96) and 0 <= prediction.probability <= 1
-    assert prediction.ood_distance is not None and config["ood"]["val_pass_rate"] >= 0.99
+    assert prediction.ood_distance is not None and config.ood["val_pass_rate"] >= 0.99
 
 
 def test_shipped_recipe_flags_run(data_dir, tmp_path):
@@ -97,8 +99,8 @@ def test_shipped_recipe_flags_run(data_dir, tmp_path):
         "64",
     )
     assert "Loaded ImageNet EfficientNet-Lite0 weights" in result.stderr
-    config = json.loads((out / "config.json").read_text())
-    assert config["train"]["loss"] == "bce+mixup0.2+cutmix1+smoothing0.1" and config["train"]["sampler"] == "balanced"
+    config = ModelConfig.from_json(out / "config.json")
+    assert config.train["loss"] == "bce+mixup0.2+cutmix1+smoothing0.1" and config.train["sampler"] == "balanced"
 
 
 def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
@@ -117,7 +119,7 @@ def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
         "balanced",
         launcher=torchrun,
     )
-    config = json.loads((out / "config.json").read_text())
-    assert config["train"]["processes"] == 2 and config["train"]["epochs_run"] == 2
+    config = ModelConfig.from_json(out / "config.json")
+    assert config.train["processes"] == 2 and config.train["epochs_run"] == 2
     assert "[rank 0] epoch 2" in result.stderr and "[rank 1] epoch" not in result.stderr
     assert Predictor.from_folder(out).predict(read_xray(EXAMPLES[0])).cam.shape == (64, 64)
