@@ -329,9 +329,6 @@ log.info(
 )
 
 if args.push_to_hub:
-    from huggingface_hub import HfApi
+    from cxr.hub import push_weights
 
-    api = HfApi()
-    api.create_repo(args.push_to_hub, exist_ok=True)
-    commit = api.upload_folder(folder_path=str(out), repo_id=args.push_to_hub)
-    log.info("pushed %s to %s (%s)", out, args.push_to_hub, commit.oid)
+    log.info("pushed %s to %s (%s)", out, args.push_to_hub, push_weights(out, args.push_to_hub))

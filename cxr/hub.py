@@ -72,14 +72,37 @@ def resolve_weights(
     return Path(folder)
 
 
+# What the app loads from a weights folder; an ensemble keeps its members' in subfolders.
+# ``fetch_weights`` downloads exactly these and ``push_weights`` uploads them (and the records beside them).
+LOADED_FILES = (CONFIG_NAME, WEIGHTS_NAME, OOD_NAME, "README.md")
+LOADED_PATTERNS = [ENSEMBLE_NAME, *LOADED_FILES, *(f"*/{name}" for name in LOADED_FILES)]
+RECORD_PATTERNS = ["metrics.json", "training_curve.png", "*/metrics.json", "*/training_curve.png"]
+
+
 def fetch_weights(repo_id: str, revision: str | None = None) -> Path:
     """A Hub repo's weights folder (config, weights, out-of-distribution check, card), via the Hub cache.
 
     Raises what ``snapshot_download`` raises; ``resolve_weights`` turns that into a fallback.
     """
-    files = [CONFIG_NAME, WEIGHTS_NAME, OOD_NAME, "README.md"]
-    patterns = [ENSEMBLE_NAME, *files, *(f"*/{name}" for name in files)]  # an ensemble's members: subfolders
-    return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    return Path(snapshot_download(repo_id, revision=revision, allow_patterns=LOADED_PATTERNS))
+
+
+def push_weights(folder: str | Path, repo_id: str) -> str:
+    """Upload a finished weights folder to a Hub model repo (created if needed); returns the commit id.
+
+    The layout is the one ``fetch_weights`` reads, so ``CXR_MODEL_REPO=repo_id`` serves these weights.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    commit = api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        allow_patterns=LOADED_PATTERNS + RECORD_PATTERNS,
+        commit_message=f"cxr weights from {Path(folder).name}",
+    )
+    return commit.oid
 
 
 def model_choices() -> dict[str, Path]:

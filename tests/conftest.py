@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cxr.serve import free_port, running_app, start_app  # noqa: F401  (shared with the tests)
+from tests.hub_server import local_hub  # noqa: F401  (a local Hub endpoint, shared with the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("CXR_DATA", ROOT.parent / "shared" / "data" / "chest_xray"))

@@ -144,3 +144,51 @@ def test_a_trained_model_from_the_hub_cache_keeps_its_ood_check_and_evaluates(tm
     )
     assert missing.returncode == 2 and "neither a folder nor a Hub repo" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+PUSH_AND_LOAD = """
+import json, sys
+import timm, torch
+from PIL import Image
+from cxr.hub import push_weights, resolve_weights
+from cxr.model import load_model, preprocessing_for
+folder, repo, image = sys.argv[1:]
+commit = push_weights(folder, repo)
+theirs = timm.create_model("hf-hub:" + repo, pretrained=True).eval()  # timm's own loader, from the Hub
+transform = timm.data.create_transform(**timm.data.resolve_data_config(model=theirs))
+resolved = resolve_weights(repo)  # the app's path: CXR_MODEL_REPO=repo
+ours, config = load_model(resolved)
+xray = Image.open(image).convert("L")
+with torch.no_grad():
+    timm_logit = theirs(transform(xray).unsqueeze(0)).item()
+    cxr_logit = ours(preprocessing_for(ours)(xray)).item()
+print(json.dumps({"commit": commit, "timm": timm_logit, "cxr": cxr_logit, "sha256": config.weights_sha256,
+                  "files": sorted(p.name for p in resolved.iterdir())}))
+"""
+
+
+@pytest.mark.slow
+def test_pushed_weights_load_in_timm_and_in_the_app_with_the_same_logits(local_hub, tmp_path):
+    """`push_weights` (train.py --push-to-hub) → a local Hub endpoint → timm's ``hf-hub:`` loader and
+    the app's ``resolve_weights`` both get these weights, with the logits of the bundled folder."""
+    from cxr.model import load_model, preprocessing_for
+    from cxr.ood import OOD_NAME
+    from tests.conftest import EXAMPLES
+
+    folder = WEIGHTS_DIR / DEFAULT_MODEL
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "CXR_MODEL"))}}
+    env.update(local_hub.env(tmp_path / "cache"))
+    command = [sys.executable, "-c", PUSH_AND_LOAD, str(folder), REPO, str(EXAMPLES[0])]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    model, config = load_model(folder)
+    from PIL import Image
+
+    expected = model(preprocessing_for(model)(Image.open(EXAMPLES[0]).convert("L"))).item()
+    assert answer["timm"] == pytest.approx(expected, abs=1e-4) and answer["cxr"] == pytest.approx(expected, abs=1e-4)
+    assert answer["sha256"] == config.weights_sha256 and answer["commit"] == local_hub.resolve(REPO, "main")
+    assert answer["files"] == sorted([CONFIG_NAME, WEIGHTS_NAME, OOD_NAME, "README.md"])
+    pushed = local_hub.files(REPO)
+    assert {"metrics.json", "training_curve.png"} <= pushed.keys()  # the records travel with the weights
+    assert all(pushed[name] == (folder / name).read_bytes() for name in pushed)
