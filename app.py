@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -108,9 +109,12 @@ def describe(model: str) -> str:
 
 
 try:  # load the default before serving: broken weights stop the start with one clear line
-    predictor_for(DEFAULT_MODEL)
+    default_predictor = predictor_for(DEFAULT_MODEL)
 except ModelLoadError as error:
     raise SystemExit(f"Cannot start: {error}") from None
+# Warm-up: one answer on a blank image while the UI is built and the server starts, so the first real
+# request doesn't pay for the lazy set-up of torch's kernels and Grad-CAM (see README, Speed).
+threading.Thread(target=default_predictor.explain, args=(Image.new("L", (1024, 816), 128),), daemon=True).start()
 
 # Uploads and overlays live in Gradio's cache only briefly: swept once they are UPLOAD_TTL seconds old.
 # No analytics, no run history: the app keeps nothing about its users.

@@ -28,7 +28,22 @@ def test_bench_json_has_every_figure():
         assert figures[key] > 0, key
     assert figures["forward_ms_p95"] >= figures["forward_ms_p50"]
     assert figures["cold_start_s"] > figures["client_ms_p50"] / 1000  # a launch outlasts one call
+    assert figures["cold_server_up_s"] + figures["cold_first_call_s"] <= figures["cold_start_s"] + 0.02
+    assert figures["cold_imports_s"] > 0
+    _round_trip_breakdown(figures)
     assert set(figures["models"]) == set(bundled_models())
     assert figures["default"] == next(iter(figures["models"]))
     for model in figures["models"].values():
         assert model["parameters"] > 100_000 and model["predict_cam_ms_p50"] > 0 and model["batch_images_per_s"] > 0
+
+
+def _round_trip_breakdown(figures: dict) -> None:
+    """One gradio_client call, as README's Speed section breaks it down: four requests (upload, join the
+    queue, its event stream, the overlay's download), each on a new httpx client; and the same call made
+    directly over one connection."""
+    for key in ("client_requests_per_call", "client_new_httpx_clients_per_call", "overlay_bytes"):
+        assert isinstance(figures[key], int) and figures[key] > 0, key
+    assert figures["client_requests_per_call"] == 4
+    for step in ("new_httpx_client", "upload", "join", "result_wait", "download"):
+        assert figures[f"client_{step}_ms"] > 0, step
+    assert figures["app_http_ms_p95"] >= figures["app_http_ms_p50"] > 0
