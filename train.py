@@ -13,7 +13,6 @@ threshold fitted on validation → model.safetensors + config.json + curve + met
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -34,16 +33,12 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cxr.augment import ShiftAugment
-from cxr.calibrate import calibrate
-from cxr.card import write_model_card
 from cxr.data import Augment, cache_file, decode_cached, list_samples, normalize, split_by_patient
-from cxr.evaluation import shifted_logits
+from cxr.folder import calibrate_and_check, staged, write_records
 from cxr.inference import batched_logits
 from cxr.metrics import binary_metrics, probabilities
-from cxr.model import CONFIG_NAME, ModelConfig, build_model, freeze_before, load_model, save_model
-from cxr.ood import fit_and_save
+from cxr.model import ModelConfig, build_model, freeze_before, save_model
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
-from cxr.stress import BANK
 
 # ---------------------------------------------------------------- config
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,7 +89,10 @@ parser.add_argument("--max-minutes", type=float, default=0, help="stop after the
 parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
 parser.add_argument("--cache-dir", default=".cache", help="decoded-image tensor cache")
 parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload the output folder to this Hub repo")
+parser.add_argument("--resume", action="store_true", help="continue a stopped run (same arguments) from its last epoch")
 args = parser.parse_args()
+# What may change between a stopped run and its --resume; everything else must match.
+RUNTIME_ARGS = {"resume", "max_minutes", "threads", "push_to_hub"}
 
 # ---------------------------------------------------------------- processes (torchrun sets WORLD_SIZE)
 distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -110,8 +108,7 @@ logging.basicConfig(
     format=f"%(asctime)s %(levelname)s [rank {rank}] %(message)s",
 )
 log = logging.getLogger("train")
-out = Path(args.out or f"weights/{args.model}")
-out.mkdir(parents=True, exist_ok=True)
+out = Path(args.out or f"weights/{args.model}")  # written at the end, in one step (cxr.folder.staged)
 torch.manual_seed(args.seed)
 if args.threads:
     torch.set_num_threads(args.threads)
@@ -182,7 +179,54 @@ mixing = (
     if args.mixup or args.cutmix
     else None
 )
-checkpoint_dir = Path(args.cache_dir) / "checkpoints" / out.name
+checkpoint_file = Path(args.cache_dir) / "checkpoints" / out.name / "last.pt"
+
+
+def save_checkpoint(epoch: int) -> None:
+    """Everything the next epoch depends on, written aside and renamed: a kill never leaves half a file."""
+    state = {
+        "epoch": epoch,
+        "args": vars(args),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "history": history,
+        "best": {"auc": best_auc, "epoch": best_epoch, "state": best_state},
+        "rng": {"order": generator.get_state(), "augment": aug_generator.get_state(), "torch": torch.get_rng_state()},
+        "seconds": time.time() - started,
+    }
+    checkpoint_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = checkpoint_file.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, checkpoint_file)
+
+
+def load_checkpoint() -> int:
+    """Restore a stopped run from its last checkpoint; returns the first epoch still to run."""
+    global history, best_auc, best_epoch, best_state, started
+    if not checkpoint_file.is_file():
+        parser.error(f"--resume: no checkpoint at {checkpoint_file} (same --out and --cache-dir as the stopped run?)")
+    state = torch.load(checkpoint_file, map_location=device, weights_only=True)
+    changed = {k: (state["args"].get(k), v) for k, v in vars(args).items() if k not in RUNTIME_ARGS}
+    changed = {k: pair for k, pair in changed.items() if pair[0] != pair[1]}
+    if changed:
+        parser.error(f"--resume: arguments differ from the stopped run (was, now): {changed}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    history, started = state["history"], time.time() - state["seconds"]
+    best_auc, best_epoch, best_state = state["best"]["auc"], state["best"]["epoch"], state["best"]["state"]
+    generator.set_state(state["rng"]["order"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if world == 1:
+        aug_generator.set_state(state["rng"]["augment"])
+    else:  # only the main process's stream is saved: the others restart theirs, seeded by rank and epoch
+        aug_generator.manual_seed(args.seed + rank + 1000 * state["epoch"])
+    log.info("resumed %s after epoch %d", checkpoint_file, state["epoch"])
+    return state["epoch"] + 1
 
 
 def epoch_order() -> torch.Tensor:
@@ -208,7 +252,8 @@ def batch_targets(inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
 
 # ---------------------------------------------------------------- train
 history, best_auc, best_state, best_epoch = [], -1.0, None, -1
-for epoch in range(1, args.epochs + 1):
+first_epoch = load_checkpoint() if args.resume else 1
+for epoch in range(first_epoch, args.epochs + 1):
     probing = epoch <= args.probe_epochs  # linear probe first: the head fits before features move
     for param in trainable:
         param.requires_grad_(not probing or id(param) in head)
@@ -256,7 +301,7 @@ for epoch in range(1, args.epochs + 1):
         if val["auc"] > best_auc or args.select == "last":
             best_auc, best_epoch = val["auc"], epoch
             best_state = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
-            save_model(evaluated, config, checkpoint_dir)  # survives a stopped session
+        save_checkpoint(epoch)  # survives a stopped session: train.py --resume
         stop[0] = float(bool(args.max_minutes) and (time.time() - started) / 60 > args.max_minutes)
     if distributed:
         torch.distributed.broadcast(stop, src=0)  # every process stops after the same epoch
@@ -300,25 +345,21 @@ config.train = {
         "val_patients": sorted({s.patient for s in val_samples}),
     },
 }
-save_model(model, config, out)
-shipped, _ = load_model(out)  # fp16 storage: calibrate and report what users will run
-shifts = BANK if args.calibration == "stress" else ()  # the rule: fit on clean + shifted validation copies
-logits = shifted_logits(shipped, config, val_x, shifts, cache_dir=args.cache_dir)  # cached for cxr.evaluate
-calibrate(config, logits, val_y, args.target_sensitivity)
-fit_and_save(out, shipped, config, train_x, val_x)  # the "does not look like an X-ray" check
-config.to_json(out / CONFIG_NAME)
-write_model_card(out)
-shutil.rmtree(checkpoint_dir, ignore_errors=True)
-record = {"history": history, "val": config.val_metrics, **config.stress_metrics}
-(out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-epochs = [h["epoch"] for h in history]
-ax[0].plot(epochs, [h["loss"] for h in history], marker="o")
-ax[0].set(title="training loss", xlabel="epoch")
-ax[1].plot(epochs, [h["val_auc"] for h in history], marker="o", color="tab:green")
-ax[1].set(title="validation AUC (patient-grouped)", xlabel="epoch")
-fig.tight_layout()
-fig.savefig(out / "training_curve.png", dpi=100)
+with staged(out) as staging:  # the app and cxr.evaluate see the folder only once it is complete
+    save_model(model, config, staging)
+    calibrate_and_check(
+        staging, config, val_x, val_y, train_x, args.target_sensitivity, args.calibration, args.cache_dir
+    )
+    write_records(staging, config, history=history, published_as=out)
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    epochs = [h["epoch"] for h in history]
+    ax[0].plot(epochs, [h["loss"] for h in history], marker="o")
+    ax[0].set(title="training loss", xlabel="epoch")
+    ax[1].plot(epochs, [h["val_auc"] for h in history], marker="o", color="tab:green")
+    ax[1].set(title="validation AUC (patient-grouped)", xlabel="epoch")
+    fig.tight_layout()
+    fig.savefig(staging / "training_curve.png", dpi=100)
+shutil.rmtree(checkpoint_file.parent, ignore_errors=True)
 log.info(
     "saved %s: val %s, T=%.3f, bias=%.3f, %.1f min",
     out,

@@ -13,14 +13,13 @@ same step; this command re-runs it on saved weights (the weights file is not tou
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from cxr.metrics import auc_confidence_interval, binary_metrics, fit_calibration, probabilities, screening_threshold
-from cxr.model import CONFIG_NAME, ModelConfig
+from cxr.model import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,8 @@ def calibrate(
 
 
 def main() -> None:
-    from cxr.card import write_model_card
     from cxr.evaluation import shifted_logits, validation_images, validation_samples
+    from cxr.folder import staged, write_records
     from cxr.model import load_model
     from cxr.stress import BANK
 
@@ -79,13 +78,8 @@ def main() -> None:
     images = validation_images(args.data, config, args.cache_dir)
     logits = shifted_logits(model, config, images, BANK if args.rule == "stress" else (), cache_dir=args.cache_dir)
     calibrate(config, logits, labels, config.train["args"]["target_sensitivity"])
-    config.to_json(weights / CONFIG_NAME)
-    metrics_file = weights / "metrics.json"
-    if metrics_file.exists():  # keep the training record's final figures in step with the config
-        record = json.loads(metrics_file.read_text())
-        record = {"history": record.get("history", []), "val": config.val_metrics, **config.stress_metrics}
-        metrics_file.write_text(json.dumps(record, indent=2) + "\n")
-    write_model_card(weights)
+    with staged(weights, update=True) as folder:  # the weights file is untouched; the records follow the config
+        write_records(folder, config, published_as=weights)
     log.info(
         "recalibrated %s (%s rule): T=%.3f bias=%.3f threshold=%.3f val %s worst %s",
         weights,

@@ -19,7 +19,8 @@ import numpy as np
 
 from cxr.calibrate import calibrate
 from cxr.evaluation import load_members, mean_calibrated_logits, validation_images, validation_samples
-from cxr.model import CONFIG_NAME, ENSEMBLE_NAME, WEIGHTS_NAME, ModelConfig, same_split
+from cxr.folder import staged, write_records
+from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, same_split
 from cxr.ood import OOD_NAME
 from cxr.stress import BANK
 
@@ -38,13 +39,6 @@ def build_ensemble(
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"member folder names must differ: {names}")
-    staging = out.with_name(out.name + ".partial")  # built aside, moved into place in one step
-    shutil.rmtree(staging, ignore_errors=True)
-    for member, name in zip(members, names, strict=True):
-        (staging / name).mkdir(parents=True)
-        for file in MEMBER_FILES:
-            if (member / file).is_file():
-                shutil.copy2(member / file, staging / name / file)
     first = configs[0]
     config = ModelConfig(
         architecture="ensemble",
@@ -65,14 +59,15 @@ def build_ensemble(
     )
     images = validation_images(data_dir, first, cache_dir)
     labels = np.array([s.label for s in validation_samples(data_dir, first)])
-    inner = load_members([staging / name for name in names], images, BANK, cache_dir=cache_dir)
-    calibrate(config, mean_calibrated_logits(inner), labels, target_sensitivity)
-    config.to_json(staging / ENSEMBLE_NAME)
-    from cxr.card import write_model_card
-
-    write_model_card(staging)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    with staged(out) as staging:
+        for member, name in zip(members, names, strict=True):
+            (staging / name).mkdir()
+            for file in MEMBER_FILES:
+                if (member / file).is_file():
+                    shutil.copy2(member / file, staging / name / file)
+        inner = load_members([staging / name for name in names], images, BANK, cache_dir=cache_dir)
+        calibrate(config, mean_calibrated_logits(inner), labels, target_sensitivity)
+        write_records(staging, config, published_as=out)
     return config
 
 

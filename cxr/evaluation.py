@@ -30,13 +30,19 @@ STRESS_FIELDS = ("auc", "sensitivity", "specificity", "accuracy", "ece")
 WORST = {"auc": min, "sensitivity": min, "specificity": min, "accuracy": min, "ece": max}
 
 
-def validation_samples(data_dir: str | Path, config: ModelConfig) -> list[Sample]:
-    """The patient-grouped validation split recorded in ``config``, rebuilt from ``data_dir/train``."""
+def recorded_split(data_dir: str | Path, config: ModelConfig) -> tuple[list[Sample], list[Sample]]:
+    """The patient-grouped (train, validation) split recorded in ``config``, rebuilt from ``data_dir/train``
+    and checked against the validation patients it lists."""
     split = config.train["split"]
-    _, val = split_by_patient(list_samples(Path(data_dir) / "train"), split["val_fraction"], split["seed"])
+    train, val = split_by_patient(list_samples(Path(data_dir) / "train"), split["val_fraction"], split["seed"])
     if {s.patient for s in val} != set(split["val_patients"]):
         raise ValueError(f"{data_dir}: the validation split differs from the one recorded in the config")
-    return val
+    return train, val
+
+
+def validation_samples(data_dir: str | Path, config: ModelConfig) -> list[Sample]:
+    """The validation side of :func:`recorded_split`."""
+    return recorded_split(data_dir, config)[1]
 
 
 def decode(samples: list[Sample], input_size: int, cache: Path | None = None) -> torch.Tensor:
@@ -198,6 +204,14 @@ def read_config(folder: str | Path) -> ModelConfig:
 
 def validation_images(data_dir: str | Path, config: ModelConfig, cache_dir: str | Path = ".cache") -> torch.Tensor:
     """The recorded validation split, decoded once into the same tensor cache train.py uses."""
-    split = config.train["split"]
-    samples = validation_samples(data_dir, config)
-    return decode(samples, config.input_size, cache_file(cache_dir, "val", split["seed"], config.input_size))
+    return split_images(data_dir, config, cache_dir)[1]
+
+
+def split_images(
+    data_dir: str | Path, config: ModelConfig, cache_dir: str | Path = ".cache"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sides of the recorded split as uint8 tensors, through train.py's tensor cache."""
+    seed, size = config.train["split"]["seed"], config.input_size
+    sides = zip(("train", "val"), recorded_split(data_dir, config), strict=True)
+    train, val = (decode(samples, size, cache_file(cache_dir, side, seed, size)) for side, samples in sides)
+    return train, val

@@ -10,6 +10,7 @@ import httpx2
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RevisionResolutionError
 
+from cxr.folder import is_staging
 from cxr.model import CONFIG_NAME, ENSEMBLE_NAME, WEIGHTS_NAME, is_ensemble
 from cxr.ood import OOD_NAME
 
@@ -24,7 +25,8 @@ HUB_ERRORS = (OSError, EntryNotFoundError, HFValidationError, RevisionResolution
 
 def bundled_models(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
     """Names of the weights folders shipped in the repo (each with a config.json or an ensemble.json)."""
-    return sorted({p.parent.name for name in (CONFIG_NAME, ENSEMBLE_NAME) for p in weights_dir.glob(f"*/{name}")})
+    found = {p.parent.name for name in (CONFIG_NAME, ENSEMBLE_NAME) for p in weights_dir.glob(f"*/{name}")}
+    return sorted(name for name in found if not is_staging(name))  # a folder being written is not a model
 
 
 def resolve_weights(

@@ -128,8 +128,8 @@ def fit_and_save(
 
 
 def main() -> None:
-    from cxr.card import write_model_card
-    from cxr.data import cache_file, decode_cached, list_samples, split_by_patient
+    from cxr.evaluation import split_images
+    from cxr.folder import staged, write_records
     from cxr.model import load_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,14 +142,10 @@ def main() -> None:
 
     folder = Path(args.weights)
     model, config = load_model(folder)
-    split = config.train["split"]
-    train, val = split_by_patient(list_samples(Path(args.data) / "train"), split["val_fraction"], split["seed"])
-    size = config.input_size
-    train_images = decode_cached(train, size, cache_file(args.cache_dir, "train", split["seed"], size))
-    val_images = decode_cached(val, size, cache_file(args.cache_dir, "val", split["seed"], size))
-    stats = fit_and_save(folder, model, config, train_images, val_images, args.layer)
-    config.to_json(folder / CONFIG_NAME)
-    write_model_card(folder)
+    train_images, val_images = split_images(args.data, config, args.cache_dir)
+    with staged(folder, update=True) as staging:
+        stats = fit_and_save(staging, model, config, train_images, val_images, args.layer)
+        write_records(staging, config, published_as=folder)
     log.info("wrote %s: %s", folder / OOD_NAME, stats)
 
 

@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cxr.calibrate import calibrate
-from cxr.card import write_model_card
-from cxr.data import cache_file, decode_cached, list_samples, split_by_patient
-from cxr.evaluation import shifted_logits
-from cxr.model import CONFIG_NAME, ModelConfig, load_model, same_split, save_model
-from cxr.ood import fit_and_save
-from cxr.stress import BANK
+from cxr.evaluation import split_images, validation_samples
+from cxr.folder import calibrate_and_check, staged, write_records
+from cxr.model import ModelConfig, load_model, same_split, save_model
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +51,13 @@ def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: s
         "soup_of": {folder.name: c.train.get("args", {}) for folder, (_, c) in zip(members, loaded, strict=True)},
         "minutes": round(sum(c.train.get("minutes", 0) for _, c in loaded), 1),
     }
-    staging = out.with_name(out.name + ".partial")  # built aside, moved into place in one step
-    shutil.rmtree(staging, ignore_errors=True)
-    save_model(model, config, staging)
-    shipped, _ = load_model(staging)  # fp16 as stored: calibrate what users will run
-    split = config.train["split"]
-    train, val = split_by_patient(list_samples(Path(data_dir) / "train"), split["val_fraction"], split["seed"])
-    size = config.input_size
-    val_images = decode_cached(val, size, cache_file(cache_dir, "val", split["seed"], size))
-    labels = np.array([s.label for s in val])
+    train_images, val_images = split_images(data_dir, config, cache_dir)
+    labels = np.array([s.label for s in validation_samples(data_dir, config)])
     target = first.train.get("args", {}).get("target_sensitivity", 0.97)  # the members' own recorded target
-    calibrate(config, shifted_logits(shipped, config, val_images, BANK, cache_dir=cache_dir), labels, target)
-    train_images = decode_cached(train, size, cache_file(cache_dir, "train", split["seed"], size))
-    fit_and_save(staging, shipped, config, train_images, val_images)
-    config.to_json(staging / CONFIG_NAME)
-    record = {"val": config.val_metrics, **config.stress_metrics}
-    (staging / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    write_model_card(staging)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    with staged(out) as staging:
+        save_model(model, config, staging)
+        calibrate_and_check(staging, config, val_images, labels, train_images, target, cache_dir=cache_dir)
+        write_records(staging, config, published_as=out)
     return config
 
 

@@ -107,7 +107,8 @@ def test_build_ensemble_writes_a_folder_that_evaluation_and_predictor_agree_on(d
     out = tmp_path / "ensemble"
     config = build_ensemble(folders, out, data_dir, cache_dir=str(cache))
     assert is_ensemble(out) and not (tmp_path / "ensemble.partial").exists()
-    assert sorted(p.name for p in out.iterdir()) == sorted([ENSEMBLE_NAME, "README.md", "tiny0", "tiny1"])
+    expected = [ENSEMBLE_NAME, "README.md", "metrics.json", "tiny0", "tiny1"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     assert config.members == ["tiny0", "tiny1"] and config.calibration["rule"] == "stress"
     assert config.val_metrics["sensitivity"] >= 0.97  # the rule's threshold holds on the clean split
     assert set(config.stress_metrics["stress"]) == {s.name for s in BANK}

@@ -123,3 +123,49 @@ def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
     assert config.train["processes"] == 2 and config.train["epochs_run"] == 2
     assert "[rank 0] epoch 2" in result.stderr and "[rank 1] epoch" not in result.stderr
     assert Predictor.from_folder(out).predict(read_xray(EXAMPLES[0])).cam.shape == (64, 64)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data_dir, tmp_path):
+    """Kill train.py inside epoch 2, resume it: the finished run equals one never stopped, and no
+    half-written weights folder was ever in place."""
+    import os
+    import signal
+    import time
+
+    flags = ("--model", "test_efficientnet", "--limit", "320", "--epochs", "3", "--input-size", "64")
+    flags += ("--calibration", "clean", "--threads", "1")
+    straight, _ = run_train(data_dir, tmp_path, "straight", *flags)
+
+    out, cache = tmp_path / "stopped", tmp_path / "cache"
+    command = [sys.executable, "train.py", "--data", str(data_dir), "--out", str(out), "--cache-dir", str(cache)]
+    command += ["--batch-size", "16", *flags]
+    log = tmp_path / "stopped.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=handle)
+    checkpoint = cache / "checkpoints" / "stopped" / "last.pt"
+    deadline = time.time() + 300
+    while not (checkpoint.exists() and "epoch 2:" in log.read_text()) and process.poll() is None:
+        assert time.time() < deadline, log.read_text()[-2000:]
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    assert not out.exists() and not any(tmp_path.glob("stopped.partial/*"))  # nothing half-written in place
+
+    changed = subprocess.run(command + ["--resume", "--lr", "0.5"], cwd=ROOT, capture_output=True, text=True)
+    assert changed.returncode == 2 and "arguments differ" in changed.stderr and "'lr': (0.001, 0.5)" in changed.stderr
+
+    _, resumed = run_train(data_dir, tmp_path, "stopped", *flags, "--resume")
+    assert "after epoch 1" in resumed.stderr and "epoch 1 loss" not in resumed.stderr
+    assert (out / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
+    history = [json.loads((folder / "metrics.json").read_text())["history"] for folder in (out, straight)]
+    assert [h["epoch"] for h in history[0]] == [1, 2, 3]
+    assert [h["loss"] for h in history[0]] == [h["loss"] for h in history[1]]
+    assert not checkpoint.exists()  # removed once the run is saved
+
+
+def test_resume_without_a_checkpoint_is_one_line(data_dir, tmp_path):
+    base = [sys.executable, "train.py", "--data", str(data_dir), "--out", str(tmp_path / "r")]
+    base += ["--cache-dir", str(tmp_path / "cache"), "--model", "test_efficientnet", "--resume"]
+    missing = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no checkpoint" in missing.stderr and "Traceback" not in missing.stderr
