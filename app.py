@@ -15,13 +15,14 @@ from gradio.components.label import LabelConfidence, LabelData
 from PIL import Image
 
 from cxr import ImageReadError, ModelLoadError, Predictor, model_choices, read_xray
+from cxr.examples import bundled_examples
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 # The model serves one request at a time (Predictor's lock), so it may use every core this process
 # may run on: the affinity mask, not the host's core count that a container (a Space) hides.
 torch.set_num_threads(int(os.environ.get("CXR_TORCH_THREADS") or len(os.sched_getaffinity(0))))
 
-EXAMPLES = sorted(str(p) for p in (Path(__file__).parent / "examples").glob("*.jpeg"))
+EXAMPLES = [str(p) for p in bundled_examples(Path(__file__).parent / "examples")]  # beside app.py, as in a Space
 MODELS = model_choices()  # the startup model first, then every folder in weights/
 DEFAULT_MODEL = next(iter(MODELS))
 NOTICE = (

@@ -33,11 +33,11 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cxr.augment import ShiftAugment
-from cxr.data import Augment, cache_file, decode_cached, list_samples, normalize, split_by_patient
+from cxr.data import Augment, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.folder import calibrate_and_check, staged, write_records
 from cxr.inference import batched_logits
 from cxr.metrics import binary_metrics, probabilities
-from cxr.model import ModelConfig, build_model, freeze_before, save_model
+from cxr.model import ModelConfig, build_model, freeze_before, preprocessing_for, save_model
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
 
 # ---------------------------------------------------------------- config
@@ -126,8 +126,8 @@ if args.limit:
 cache_key = (args.split_seed, args.input_size, args.limit)
 for turn in ("main", "others"):  # the main process writes the cache, the others then read it
     if (turn == "main") == main_process:
-        train_x = decode_cached(train_samples, args.input_size, cache_file(args.cache_dir, "train", *cache_key))
-        val_x = decode_cached(val_samples, args.input_size, cache_file(args.cache_dir, "val", *cache_key))
+        train_x = decode_samples(train_samples, args.input_size, cache_file(args.cache_dir, "train", *cache_key))
+        val_x = decode_samples(val_samples, args.input_size, cache_file(args.cache_dir, "val", *cache_key))
     if distributed:
         torch.distributed.barrier()
 train_y = torch.tensor([s.label for s in train_samples], dtype=torch.float32)
@@ -156,6 +156,7 @@ if args.freeze_until:
     except ValueError as error:
         parser.error(f"--freeze-until: {error}")
     log.info("froze %d parameter tensors (before %s)", frozen, args.freeze_until)
+preprocess = preprocessing_for(model)  # from the model's data config, as evaluation and the app derive it
 model = model.to(device, memory_format=torch.channels_last)
 net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 frozen_norms = [
@@ -263,7 +264,7 @@ for epoch in range(first_epoch, args.epochs + 1):
     order, losses, seen, epoch_start = epoch_order(), [], 0, time.time()
     for i in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}", mininterval=10):
         index = order[i : i + args.batch_size]
-        inputs = normalize(augment(train_x[index], aug_generator), config.mean, config.std, config.in_chans)
+        inputs = preprocess.normalize(augment(train_x[index], aug_generator))
         inputs, targets = batch_targets(inputs, train_y[index])
         logits = net(inputs.to(device)).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(logits, targets.to(device), pos_weight=pos_weight)

@@ -1,20 +1,15 @@
-"""Fit temperature, bias and screening threshold on a model's own validation split, by the stress rule.
-
-    python -m cxr.calibrate --weights weights/efficientnet_lite0 --data ../shared/data/chest_xray
+"""Fit temperature, bias and screening threshold on validation logits, by the stress rule.
 
 The rule (README "Holding up under acquisition changes"): Platt temperature and bias are fitted by log-loss on
 the clean validation X-rays and every shifted copy of them pooled (``cxr.stress.BANK``), and the
 threshold is the highest that keeps sensitivity >= the target both on the clean split and on that
 pool. Fitted on the clean split alone, both were over-confident on X-rays from another period.
-``--rule clean`` keeps the old clean-only fit, to measure the difference. train.py ends with the
-same step; this command re-runs it on saved weights (the weights file is not touched, only config.json).
+``--rule clean`` keeps the old clean-only fit, to measure the difference.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 
@@ -58,39 +53,7 @@ def calibrate(
     config.stress_metrics = stress_metrics([Member(config, logits)], labels, shifts) if shifts else {}
 
 
-def main() -> None:
-    from cxr.evaluation import shifted_logits, validation_images, validation_samples
-    from cxr.folder import staged, write_records
-    from cxr.model import load_model
-    from cxr.stress import BANK
+if __name__ == "__main__":  # python -m cxr.calibrate: the command is cxr.cli.calibrate
+    from cxr.cli.calibrate import main
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="weights folder to recalibrate in place")
-    parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
-    parser.add_argument("--rule", choices=RULES, default="stress", help="pool the stress bank into the fit, or not")
-    parser.add_argument("--cache-dir", default=".cache", help="decoded images and logits cache")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-
-    weights = Path(args.weights)
-    model, config = load_model(weights)
-    labels = np.array([s.label for s in validation_samples(args.data, config)])
-    images = validation_images(args.data, config, args.cache_dir)
-    logits = shifted_logits(model, config, images, BANK if args.rule == "stress" else (), cache_dir=args.cache_dir)
-    calibrate(config, logits, labels, config.train["args"]["target_sensitivity"])
-    with staged(weights, update=True) as folder:  # the weights file is untouched; the records follow the config
-        write_records(folder, config, published_as=weights)
-    log.info(
-        "recalibrated %s (%s rule): T=%.3f bias=%.3f threshold=%.3f val %s worst %s",
-        weights,
-        args.rule,
-        config.temperature,
-        config.logit_bias,
-        config.threshold,
-        config.val_metrics,
-        config.stress_metrics.get("stress_worst"),
-    )
-
-
-if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
+
+from cxr.io import IMAGE_SUFFIXES, ImageReadError, read_xray, to_grayscale
 
 log = logging.getLogger(__name__)
 
 LABELS = ("NORMAL", "PNEUMONIA")
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 # How an image reaches the input size, in timm's data-config terms: squashed (no crop), bilinear.
 # The training data was stored squashed, so every caller resizes the same way (``resize_to_input``).
 RESIZE = {"interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "squash"}
@@ -99,29 +100,6 @@ def split_by_patient(
     return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
 
 
-def load_grayscale(path: str | Path) -> Image.Image:
-    """Decode an image file upright (EXIF orientation applied) as 8-bit grayscale."""
-    with Image.open(path) as image:
-        return to_grayscale(image)
-
-
-def to_grayscale(image: Image.Image) -> Image.Image:
-    """Any PIL image (RGB, RGBA, palette, 16-bit, ...) as upright 8-bit grayscale ``L``."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # Scale the real value range to 0..255 instead of clipping 16-bit data at 255.
-        array = np.asarray(image, dtype=np.float32)
-        low, high = float(array.min()), float(array.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        return Image.fromarray(((array - low) * scale).round().astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent pixels become black, the colour of an X-ray's background.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("L")
-
-
 def resize_to_input(image: Image.Image, input_size: int) -> torch.Tensor:
     """Grayscale image → uint8 tensor (1, S, S), squashed to a square as the training data was."""
     square = image.resize((input_size, input_size), Image.Resampling.BILINEAR)
@@ -155,7 +133,11 @@ class Preprocessing:
         return resize_to_input(to_grayscale(image), self.input_size)
 
     def batch(self, tensors_u8: list[torch.Tensor]) -> torch.Tensor:
-        return normalize(torch.stack(tensors_u8), self.mean, self.std, self.in_chans)
+        return self.normalize(torch.stack(tensors_u8))
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 1, S, S), or float in [0, 1] (augmented training images) → the model's input."""
+        return normalize(batch, self.mean, self.std, self.in_chans)
 
 
 def cache_file(cache_dir: str | Path, split: str, split_seed: int, input_size: int, limit: int = 0) -> Path:
@@ -163,8 +145,9 @@ def cache_file(cache_dir: str | Path, split: str, split_seed: int, input_size: i
     return Path(cache_dir) / f"{split}-{split_seed}-{input_size}-{limit}.safetensors"
 
 
-def decode_cached(samples: list[Sample], input_size: int, cache_file: Path | None = None) -> torch.Tensor:
-    """Decode every sample once to uint8 (N, 1, S, S), reusing a safetensors cache if it matches."""
+def decode_samples(samples: list[Sample], input_size: int, cache_file: Path | None = None) -> torch.Tensor:
+    """Every sample decoded as the app decodes an upload (``cxr.io.read_xray``) to uint8 (N, 1, S, S);
+    with ``cache_file``, once: a matching safetensors cache is reused."""
     from safetensors.torch import load_file, save_file
     from tqdm import tqdm
 
@@ -175,12 +158,21 @@ def decode_cached(samples: list[Sample], input_size: int, cache_file: Path | Non
         if cached.get("key") is not None and bytes(cached["key"].tolist()).decode() == key:
             log.info("Loaded %d cached images from %s", len(samples), cache_file)
             return cached["images"]
-    images = torch.stack([resize_to_input(load_grayscale(s.path), input_size) for s in tqdm(samples, desc="decode")])
+    progress = tqdm(samples, desc="decode", disable=len(samples) < 100)  # a bar for the splits, not for a few files
+    images = torch.stack([resize_to_input(_read(s.path), input_size) for s in progress])
     if cache_file:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         key_tensor = torch.tensor(list(key.encode()), dtype=torch.uint8)
         save_file({"images": images, "key": key_tensor}, cache_file)
     return images
+
+
+def _read(path: Path) -> Image.Image:
+    """``read_xray``, its message prefixed with the file: in a folder of thousands, which one."""
+    try:
+        return read_xray(path)
+    except ImageReadError as error:
+        raise ImageReadError(f"{path}: {error}") from None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ validation copies pooled, sensitivity >= the target on both. ``Predictor.from_fo
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from cxr.calibrate import calibrate
 from cxr.evaluation import load_members, mean_calibrated_logits, validation_images, validation_samples
 from cxr.folder import staged, write_records
-from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, same_split
+from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, ModelLoadError, load_model, same_split
 from cxr.ood import OOD_NAME
 from cxr.stress import BANK
 
@@ -33,12 +32,12 @@ def build_ensemble(
     members: list[Path], out: Path, data_dir: str | Path, target_sensitivity: float = 0.97, cache_dir: str = ".cache"
 ) -> ModelConfig:
     """Copy ``members`` into ``out``, fit the ensemble's calibration and write ``ensemble.json``."""
-    configs = [ModelConfig.from_json(m / CONFIG_NAME) for m in members]
+    configs = [load_model(m)[1] for m in members]  # a broken member fails here, named, before any work
     if any(not same_split(c, configs[0]) for c in configs):
-        raise ValueError("ensemble members must share one validation split")
+        raise ModelLoadError(f"ensemble members must share one validation split: {members}")
     names = [m.name for m in members]
     if len(set(names)) != len(names):
-        raise ValueError(f"member folder names must differ: {names}")
+        raise ModelLoadError(f"ensemble member folder names must differ: {names}")
     first = configs[0]
     config = ModelConfig(
         architecture="ensemble",
@@ -71,26 +70,7 @@ def build_ensemble(
     return config
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--members", nargs="+", required=True, type=Path, help="weights folders (one split)")
-    parser.add_argument("--out", required=True, type=Path, help="the ensemble folder to write")
-    parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
-    parser.add_argument("--target-sensitivity", type=float, default=0.97)
-    parser.add_argument("--cache-dir", default=".cache", help="decoded images and logits cache")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    config = build_ensemble(args.members, args.out, args.data, args.target_sensitivity, args.cache_dir)
-    log.info(
-        "wrote %s: T=%.3f bias=%.3f threshold=%.3f val %s worst %s",
-        args.out,
-        config.temperature,
-        config.logit_bias,
-        config.threshold,
-        config.val_metrics,
-        config.stress_metrics.get("stress_worst"),
-    )
+if __name__ == "__main__":  # python -m cxr.ensemble: the command is cxr.cli.ensemble
+    from cxr.cli.ensemble import main
 
-
-if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr.data import Sample, cache_file, decode_cached, list_samples, load_grayscale, resize_to_input, split_by_patient
+from cxr.data import Sample, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.inference import batched_logits
 from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
 from cxr.model import ENSEMBLE_NAME, ModelConfig, is_ensemble, load_model
@@ -45,19 +45,12 @@ def validation_samples(data_dir: str | Path, config: ModelConfig) -> list[Sample
     return recorded_split(data_dir, config)[1]
 
 
-def decode(samples: list[Sample], input_size: int, cache: Path | None = None) -> torch.Tensor:
-    """uint8 (N, 1, S, S) images, decoded as in the app (and cached when ``cache`` is given)."""
-    if cache is not None:
-        return decode_cached(samples, input_size, cache)
-    return torch.stack([resize_to_input(load_grayscale(s.path), input_size) for s in samples])
-
-
 def predict_logits(
     model: torch.nn.Module, samples: list[Sample], batch_size: int = 64, flip: bool = False
 ) -> np.ndarray:
     """Raw logits for each sample, decoded and preprocessed as in the app (``flip``: mean with the mirror)."""
     size = model.pretrained_cfg["input_size"][-1]
-    return batched_logits(model, decode(samples, size), batch_size, flip)
+    return batched_logits(model, decode_samples(samples, size), batch_size, flip)
 
 
 @dataclass
@@ -182,7 +175,7 @@ def evaluate(
     """Clean metrics (and, with ``stress``, the bank's) of one model or an ensemble on ``samples``."""
     weights = [weights] if isinstance(weights, str | Path) else list(weights)
     if images_u8 is None:
-        images_u8 = decode(samples, read_config(weights[0]).input_size)
+        images_u8 = decode_samples(samples, read_config(weights[0]).input_size)
     labels = np.array([s.label for s in samples])
     members = load_members(weights, images_u8, BANK if stress else (), flip, cache_dir)
     report = clean_metrics(members, labels)
@@ -213,5 +206,5 @@ def split_images(
     """Both sides of the recorded split as uint8 tensors, through train.py's tensor cache."""
     seed, size = config.train["split"]["seed"], config.input_size
     sides = zip(("train", "val"), recorded_split(data_dir, config), strict=True)
-    train, val = (decode(samples, size, cache_file(cache_dir, side, seed, size)) for side, samples in sides)
+    train, val = (decode_samples(samples, size, cache_file(cache_dir, side, seed, size)) for side, samples in sides)
     return train, val

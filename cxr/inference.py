@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from cxr.cam import logit_and_cam, overlay, target_layer_name
+from cxr.data import LABELS
 from cxr.metrics import probabilities
 from cxr.model import (
     ENSEMBLE_NAME,
@@ -60,9 +61,11 @@ class Prediction:
     ood_distance: float | None = None  # distance from the training X-rays (None: no check fitted)
     unusual: bool = False  # True: does not look like the training data, the answer is unreliable
     uncertain: bool = False  # True: an ensemble's members fall on both sides of the threshold
+    labels: tuple[str, str] = LABELS  # (negative, positive): the config's, NORMAL and PNEUMONIA
 
     def confidences(self) -> dict[str, float]:
-        return {"PNEUMONIA": self.probability, "NORMAL": 1.0 - self.probability}
+        negative, positive = self.labels
+        return {positive: self.probability, negative: 1.0 - self.probability}
 
     def record(self) -> dict:
         """The answer as plain JSON values: what API clients and the batch CSV get."""
@@ -158,14 +161,14 @@ class Predictor:
     @torch.no_grad()
     def screen(self, images: list[Image.Image]) -> list[Prediction]:
         """Many images in one forward pass, without Grad-CAM (``cam`` is None): for batch use."""
-        batch = self.preprocess.batch([self.preprocess.tensor(image) for image in images])
+        images_u8 = torch.stack([self.preprocess.tensor(image) for image in images])
         z, features = [], []
         with self._lock:
             for member in self.members:
                 with _capture(member) as capture:
-                    logits = member.model(batch).squeeze(1).float().tolist()
-                z.append([member.calibrated_logit(logit) for logit in logits])
-                features.append(capture.features if capture else None)
+                    logits = batched_logits(member.model, images_u8, batch_size=len(images))
+                z.append([member.calibrated_logit(float(logit)) for logit in logits])
+                features.append(capture.all() if capture else None)
         return [
             self._prediction([zs[i] for zs in z], [f[i] if f is not None else None for f in features], None)
             for i in range(len(images))
@@ -193,7 +196,14 @@ class Predictor:
         distance = checks[0][0] if checks else None
         unusual = bool(checks) and sum(d > t for d, t in checks) * 2 > len(checks)  # most members say so
         return Prediction(
-            probability, self.decide(probability), self.config.threshold, cam_map, distance, unusual, len(votes) > 1
+            probability,
+            self.decide(probability),
+            self.config.threshold,
+            cam_map,
+            distance,
+            unusual,
+            len(votes) > 1,
+            tuple(self.config.labels),
         )
 
     def decide(self, probability: float) -> str:

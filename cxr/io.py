@@ -10,17 +10,16 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cxr.data import to_grayscale
+from cxr.errors import ImageReadError
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 60_000_000  # a 7,000 x 8,500 detector image fits; a decompression bomb does not
 MIN_SIDE = 64
-
-
-class ImageReadError(ValueError):
-    """An upload that cannot be analyzed; the message is meant for the user."""
+# What a folder is searched for (training data, evaluation, batch prediction): the formats read_xray reads.
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"}
 
 
 def read_xray(path: str | Path) -> Image.Image:
@@ -38,6 +37,23 @@ def read_xray(path: str | Path) -> Image.Image:
         width, height = gray.size
         raise ImageReadError(f"The image is {width} x {height} pixels; at least {MIN_SIDE} px per side is needed.")
     return gray
+
+
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """Any PIL image (RGB, RGBA, palette, 16-bit, ...) as upright 8-bit grayscale ``L``."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # Scale the real value range to 0..255 instead of clipping 16-bit data at 255.
+        array = np.asarray(image, dtype=np.float32)
+        low, high = float(array.min()), float(array.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        return Image.fromarray(((array - low) * scale).round().astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become black, the colour of an X-ray's background.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("L")
 
 
 def _check_pixels(width: int, height: int) -> None:
@@ -79,7 +95,6 @@ def _is_dicom(path: Path) -> bool:
 
 def _read_dicom(path: Path) -> Image.Image:
     """The first frame of a DICOM file as display-ready 8-bit grayscale."""
-    import numpy as np
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut

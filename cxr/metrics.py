@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import expit
-from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score, roc_curve
+
+# scikit-learn is imported where it is used: the app imports this module for ``probabilities``
+# only, and importing sklearn would add about a second to its cold start.
 
 
 def probabilities(logits: np.ndarray | float, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
@@ -29,6 +31,8 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, floa
 
 def screening_threshold(probs: np.ndarray, labels: np.ndarray, target_sensitivity: float = 0.97) -> float:
     """The highest threshold that still reaches ``target_sensitivity``: best specificity at that recall."""
+    from sklearn.metrics import roc_curve
+
     _, tpr, thresholds = roc_curve(labels, probs, drop_intermediate=False)
     reaching = thresholds[tpr >= target_sensitivity]
     return float(min(reaching.max(), 1.0))
@@ -48,6 +52,7 @@ def auc_confidence_interval(
 ) -> tuple[float, float]:
     """95 % bootstrap (BCa) interval of the ROC AUC, resampling images."""
     from scipy.stats import bootstrap
+    from sklearn.metrics import roc_auc_score
 
     result = bootstrap(
         (np.asarray(labels), np.asarray(probs)),
@@ -67,6 +72,8 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     """Screening metrics at ``threshold`` (positive = pneumonia) and calibration of ``probs``."""
+    from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score
+
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     predicted = (probs >= threshold).astype(int)
     tn, fp, fn, tp = (int(x) for x in confusion_matrix(labels, predicted, labels=[0, 1]).ravel())

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from timm.models import filter_pretrained_cfg
 
 from cxr.data import LABELS, RESIZE, Preprocessing
+from cxr.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +24,6 @@ WEIGHTS_NAME = "model.safetensors"
 # An ensemble folder: its members in subfolders (each a weights folder) and this file, a ModelConfig
 # whose temperature, bias and threshold calibrate the members' mean calibrated logit.
 ENSEMBLE_NAME = "ensemble.json"
-
-
-class ModelLoadError(RuntimeError):
-    """A weights folder that cannot be loaded; the message names the file and the problem."""
 
 
 # The project's own fields live under this key of config.json; the rest is timm's Hub format

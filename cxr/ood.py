@@ -1,15 +1,12 @@
 """Does an upload look like the training X-rays? Mahalanobis distance in the model's feature space.
 
-    python -m cxr.ood --weights weights/efficientnet_lite0 --data ../shared/data/chest_xray
-
 Fits a mean and a shrunk covariance (Ledoit-Wolf) on the pooled features of the training split,
 and a threshold that lets >= 99 % of the validation X-rays pass; writes ``ood.safetensors`` and
-records it (with its sha256) in ``config.json``.
+records it (with its sha256) in ``config.json``. ``python -m cxr.ood`` fits it for saved weights.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -26,21 +23,32 @@ VAL_PASS = 0.99
 
 
 class FeatureCapture:
-    """Captures features during a forward pass (no second pass): by default the pooled features
-    entering the classifier; with ``layer``, that module's output averaged over space."""
+    """Captures features during forward passes (no second pass): by default the pooled features
+    entering the classifier; with ``layer``, that module's output averaged over space.
+
+    A context manager like grad-cam's: the hook lives only inside ``with``. ``features`` is the
+    last pass's, ``all()`` every pass's since entering, in order.
+    """
 
     def __init__(self, model: torch.nn.Module, layer: str | None = None):
-        self.features: torch.Tensor | None = None
+        self.batches: list[torch.Tensor] = []
         if layer:
             self._handle = model.get_submodule(layer).register_forward_hook(self._pool)
         else:
             self._handle = model.get_classifier().register_forward_pre_hook(self._keep)
 
+    @property
+    def features(self) -> torch.Tensor | None:
+        return self.batches[-1] if self.batches else None
+
+    def all(self) -> torch.Tensor:
+        return torch.cat(self.batches)
+
     def _keep(self, _module, inputs) -> None:
-        self.features = inputs[0].detach().flatten(1)
+        self.batches.append(inputs[0].detach().float().flatten(1))
 
     def _pool(self, _module, _inputs, output) -> None:
-        self.features = output.detach().float().mean(dim=(2, 3))
+        self.batches.append(output.detach().float().mean(dim=(2, 3)))
 
     def close(self) -> None:
         self._handle.remove()
@@ -49,7 +57,7 @@ class FeatureCapture:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.close()  # the hook must not outlive the pass it was set for
+        self.close()  # the hook must not outlive the passes it was set for
 
 
 class OodScorer:
@@ -73,14 +81,13 @@ class OodScorer:
         return ((centered @ self.precision.double()) * centered).sum(1).numpy()
 
 
-@torch.no_grad()
-def pooled_features(model: torch.nn.Module, batches, layer: str | None = None) -> torch.Tensor:
-    chunks = []
+def pooled_features(model: torch.nn.Module, images_u8: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+    """The features the check scores, for uint8 images at input size, from the one batched loop."""
+    from cxr.inference import batched_logits  # inference imports this module for OodScorer
+
     with FeatureCapture(model, layer) as capture:
-        for batch in batches:
-            model(batch)
-            chunks.append(capture.features)
-    return torch.cat(chunks)
+        batched_logits(model, images_u8, batch_size=128)
+    return capture.all()
 
 
 def fit(train_features: torch.Tensor, val_features: torch.Tensor) -> tuple[OodScorer, dict]:
@@ -107,14 +114,7 @@ def fit_and_save(
     ``layer``: a module whose output is pooled instead of the classifier's input, e.g. a stage that
     fine-tuning left frozen (ImageNet features, which keep non-X-rays far from X-rays).
     """
-    from cxr.model import preprocessing_for
-
-    pre = preprocessing_for(model)
-    features = [
-        pooled_features(model, (pre.batch(list(images[i : i + 128])) for i in range(0, len(images), 128)), layer)
-        for images in (train_images, val_images)
-    ]
-    scorer, stats = fit(*features)
+    scorer, stats = fit(*(pooled_features(model, images, layer) for images in (train_images, val_images)))
     save_file({"mean": scorer.mean.contiguous(), "precision": scorer.precision.contiguous()}, folder / OOD_NAME)
     config.ood = {
         "file": OOD_NAME,
@@ -127,27 +127,7 @@ def fit_and_save(
     return stats
 
 
-def main() -> None:
-    from cxr.evaluation import split_images
-    from cxr.folder import staged, write_records
-    from cxr.model import load_model
+if __name__ == "__main__":  # python -m cxr.ood: the command is cxr.cli.ood
+    from cxr.cli.ood import main
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
-    parser.add_argument("--cache-dir", default=".cache")
-    parser.add_argument("--layer", default=None, help="pool this module's output (default: the classifier input)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-
-    folder = Path(args.weights)
-    model, config = load_model(folder)
-    train_images, val_images = split_images(args.data, config, args.cache_dir)
-    with staged(folder, update=True) as staging:
-        stats = fit_and_save(staging, model, config, train_images, val_images, args.layer)
-        write_records(staging, config, published_as=folder)
-    log.info("wrote %s: %s", folder / OOD_NAME, stats)
-
-
-if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -9,9 +9,6 @@ overlay as a PNG. A file that cannot be read gets a row with its error; the run 
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import csv
 import logging
 import sys
 from collections.abc import Iterable, Iterator
@@ -20,14 +17,11 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from cxr.hub import resolve_weights
 from cxr.inference import Prediction, Predictor
-from cxr.io import ImageReadError, read_xray
-from cxr.model import ModelLoadError
+from cxr.io import IMAGE_SUFFIXES, ImageReadError, read_xray
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"}
 FIELDS = ["file", "probability", "decision", "threshold", "unusual", "uncertain", "ood_distance", "overlay", "error"]
 
 
@@ -36,7 +30,7 @@ def collect_files(paths: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             files.append(path)
     return files
@@ -112,34 +106,7 @@ def predict_files(
             progress.update(len(chunk))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image or DICOM files, or folders of them")
-    parser.add_argument("--weights", default=None, help="weights folder (default: what the app loads)")
-    parser.add_argument("--out", default=None, help="CSV file (default: standard output)")
-    parser.add_argument("--cam-dir", default=None, help="write a Grad-CAM overlay PNG per image here")
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+if __name__ == "__main__":  # python -m cxr.predict: the command is cxr.cli.predict
+    from cxr.cli.predict import main
 
-    files = collect_files(args.paths)
-    if not files:
-        parser.error("no image files found in " + " ".join(args.paths))
-    try:
-        predictor = Predictor.from_folder(Path(args.weights) if args.weights else resolve_weights())
-    except ModelLoadError as error:
-        parser.exit(1, f"Cannot load the model: {error}\n")
-    cam_dir = Path(args.cam_dir) if args.cam_dir else None
-    failed = 0
-    with open(args.out, "w", newline="") if args.out else contextlib.nullcontext(sys.stdout) as stream:
-        writer = csv.DictWriter(stream, FIELDS)
-        writer.writeheader()
-        for row in predict_files(predictor, files, args.batch_size, cam_dir):
-            writer.writerow(row)
-            failed += bool(row["error"])
-    log.info("%d files: %d answered, %d could not be read", len(files), len(files) - failed, failed)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -11,7 +11,6 @@ weights, then the stress-rule calibration (``cxr.calibrate``) and the out-of-dis
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 
 from cxr.evaluation import split_images, validation_samples
 from cxr.folder import calibrate_and_check, staged, write_records
-from cxr.model import ModelConfig, load_model, same_split, save_model
+from cxr.model import ModelConfig, ModelLoadError, load_model, same_split, save_model
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: s
     loaded = [load_model(folder) for folder in members]
     first_model, first = loaded[0]
     if any(c.architecture != first.architecture or not same_split(c, first) for _, c in loaded):
-        raise ValueError("soup members must share one architecture and one validation split")
+        raise ModelLoadError(f"soup members must share one architecture and one validation split: {members}")
     model = copy.deepcopy(first_model)
     model.load_state_dict(average_weights([m for m, _ in loaded]), strict=True)
     config = copy.deepcopy(first)
@@ -61,17 +60,7 @@ def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: s
     return config
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--members", nargs="+", required=True, type=Path, help="weights folders, one architecture")
-    parser.add_argument("--out", required=True, type=Path, help="the averaged weights folder to write")
-    parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
-    parser.add_argument("--cache-dir", default=".cache", help="decoded images and logits cache")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    config = make_soup(args.members, args.out, args.data, args.cache_dir)
-    log.info("wrote %s: val %s worst %s", args.out, config.val_metrics, config.stress_metrics.get("stress_worst"))
+if __name__ == "__main__":  # python -m cxr.soup: the command is cxr.cli.soup
+    from cxr.cli.soup import main
 
-
-if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

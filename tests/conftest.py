@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from cxr.serve import free_port, running_app, start_app  # noqa: F401  (shared with the tests)
+from cxr.cli.launch import free_port, running_app, start_app  # noqa: F401  (shared with the tests)
+from cxr.examples import bundled_examples
 from tests.hub_server import local_hub  # noqa: F401  (a local Hub endpoint, shared with the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("CXR_DATA", ROOT.parent / "shared" / "data" / "chest_xray"))
 ORIGINALS = DATA.parent / "val_originals"
-EXAMPLES = sorted((ROOT / "examples").glob("*.jpeg"))
+EXAMPLES = bundled_examples()
 
 
 # A real normal X-ray (P(pneumonia) about 0.05): every odd format of it must still read as normal.

@@ -11,6 +11,8 @@ from cxr.model import ModelConfig
 from tests.conftest import EXAMPLES, VARIANT_SOURCE, true_class
 from tests.inputs import HOSTILE_CASES, VALID_CASES
 
+pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
+
 
 @pytest.fixture(scope="module")
 def client(app_url):

@@ -10,8 +10,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from cxr.hub import bundled_models
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
 
 
 def test_bench_json_has_every_figure():

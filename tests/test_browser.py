@@ -31,6 +31,8 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 60_000  # a first analysis on a busy 2-core machine
 
+pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
+
 
 @pytest.fixture(scope="module")
 def browser():

@@ -52,3 +52,36 @@ def test_overlay_keeps_aspect_ratio():
     result = overlay(Image.new("L", (1776, 1416)), np.random.default_rng(0).random((224, 224)))
     assert result.mode == "RGB"
     assert result.size == (1024, round(1416 * 1024 / 1776))
+
+
+def test_overlay_is_grad_cams_blend():
+    """The uint8 blend gives grad-cam's show_cam_on_image colours (rounding apart) on a real X-ray."""
+    import cv2
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    from tests.conftest import EXAMPLES
+
+    with Image.open(EXAMPLES[0]) as image:
+        image.load()
+    cam_map = cv2.resize(np.random.default_rng(1).random((7, 7)).astype(np.float32), (224, 224))
+    result = np.asarray(overlay(image, cam_map), dtype=int)
+    base = np.asarray(image.convert("RGB").resize(result.shape[1::-1], Image.Resampling.BILINEAR), np.float32) / 255
+    heat = cv2.resize(cam_map, result.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    expected = show_cam_on_image(base, heat, use_rgb=True, image_weight=0.6).astype(int)
+    assert np.abs(result - expected).max() <= 2
+    assert np.abs(result - expected).mean() < 0.6
+
+
+def test_an_error_inside_grad_cam_is_raised_not_swallowed():
+    """pytorch-grad-cam's ``__exit__`` swallows an IndexError (the map would then be unbound)."""
+    from cxr.cam import logit_and_cam
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("test_resnet", input_size=96)).eval()
+
+    def fail(*_):
+        raise IndexError("raised inside the forward pass")
+
+    model.get_submodule(target_layer_name(model)).register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match="raised inside the forward pass"):
+        logit_and_cam(model, torch.zeros(1, 1, 96, 96), 0.0)

@@ -87,6 +87,7 @@ def val_report(data_dir, tmp_path_factory):
     return json.loads(result.stdout.strip().splitlines()[-1]), plots
 
 
+@pytest.mark.slow
 def test_bundled_weights_on_their_recorded_validation_split(data_dir, train_samples, val_report):
     """Validation AUC >= 0.90 on the patients the config says were held out (none used in training)."""
     config = ModelConfig.from_json(WEIGHTS_DIR / DEFAULT_MODEL / "config.json")
@@ -101,6 +102,7 @@ def test_bundled_weights_on_their_recorded_validation_split(data_dir, train_samp
     assert metrics["auc"] == pytest.approx(config.val_metrics["auc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_json_agrees_with_scikit_learn(data_dir, val_report):
     metrics, plots = val_report
     weights = WEIGHTS_DIR / DEFAULT_MODEL
@@ -131,6 +133,7 @@ def test_evaluate_json_agrees_with_scikit_learn(data_dir, val_report):
             assert image.format == "PNG" and image.width > 200
 
 
+@pytest.mark.slow
 def test_evaluate_command_on_full_size_images(originals_dir):
     command = [sys.executable, "-m", "cxr.evaluate", "--data", str(originals_dir), "--json"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -141,20 +144,21 @@ def test_evaluate_command_on_full_size_images(originals_dir):
     assert metrics["accuracy"] >= 0.75  # full-size uploads go through the same preprocessing
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_flip_tta_and_ensemble_levers(data_dir):
     """--flip-tta averages with the mirror image; an ensemble averages its members' calibrated probabilities."""
     from PIL import ImageOps
 
-    from cxr.data import load_grayscale
     from cxr.evaluation import evaluate
+    from cxr.io import read_xray
     from cxr.model import preprocessing_for
 
     weights = WEIGHTS_DIR / DEFAULT_MODEL
     model, config = load_model(weights)
     samples = validation_samples(data_dir, config)[::40]  # 19 images, both classes
     preprocess = preprocessing_for(model)
-    mirrored = np.array([float(model(preprocess(ImageOps.mirror(load_grayscale(s.path))))) for s in samples])
+    mirrored = np.array([float(model(preprocess(ImageOps.mirror(read_xray(s.path))))) for s in samples])
     plain, flipped = predict_logits(model, samples), predict_logits(model, samples, flip=True)
     np.testing.assert_allclose(flipped, (plain + mirrored) / 2, atol=1e-4)
     assert not np.allclose(plain, mirrored, atol=1e-3)  # the mirror is a different input

@@ -90,10 +90,10 @@ def test_decision_boundary_matches_the_threshold(members, image):
 @pytest.mark.slow
 def test_build_ensemble_writes_a_folder_that_evaluation_and_predictor_agree_on(data_dir, tmp_path):
     """Two small members on the recorded split → cxr.ensemble → the evaluation and the app's Predictor."""
-    from cxr.data import load_grayscale
     from cxr.ensemble import build_ensemble
     from cxr.evaluation import combined, evaluate, load_members, validation_images, validation_samples
     from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
+    from cxr.io import read_xray
     from cxr.model import ENSEMBLE_NAME, is_ensemble, save_model
     from cxr.stress import BANK
 
@@ -123,5 +123,5 @@ def test_build_ensemble_writes_a_folder_that_evaluation_and_predictor_agree_on(d
 
     picked = samples[::150]
     expected, _ = combined(load_members([out], images[::150]))
-    answers = Predictor.from_folder(out).screen([load_grayscale(s.path) for s in picked])
+    answers = Predictor.from_folder(out).screen([read_xray(s.path) for s in picked])
     assert [a.probability for a in answers] == pytest.approx(list(expected), abs=1e-4)

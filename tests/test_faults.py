@@ -13,6 +13,8 @@ from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
 from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig
 from tests.conftest import ROOT, free_port, start_app
 
+pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
+
 
 def start_with(weights_dir, cwd=ROOT) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CXR_", "HF_"))}

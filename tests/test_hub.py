@@ -66,6 +66,7 @@ def hub_cache(tmp_path):
     return cache, snapshot
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("revision", [COMMIT, "main"])
 def test_configured_repo_loads_from_offline_cache(hub_cache, revision):
     cache, snapshot = hub_cache
@@ -79,6 +80,7 @@ def test_configured_repo_loads_from_offline_cache(hub_cache, revision):
     assert "WARNING" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing-repo-offline", "unreachable-endpoint"])
 def test_hub_failure_falls_back_to_bundled_with_one_warning(tmp_path, case):
     env = {"HF_HUB_CACHE": str(tmp_path / "empty"), "CXR_MODEL_REPO": REPO, "CXR_MODEL_REVISION": COMMIT}
@@ -102,6 +104,7 @@ def test_no_repo_configured_means_bundled(monkeypatch):
     assert resolve_weights() == WEIGHTS_DIR / DEFAULT_MODEL
 
 
+@pytest.mark.slow
 def test_a_trained_model_from_the_hub_cache_keeps_its_ood_check_and_evaluates(tmp_path, originals_dir):
     """A real trained folder as a Hub repo: the predictor gets its out-of-distribution file too,
     and `cxr.evaluate --weights org/name` measures exactly those weights."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from gradio_client import Client, handle_file
 
-from cxr.load import run_load
+from cxr.cli.loadtest import run_load
 from tests.conftest import EXAMPLES, running_app
+
+pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
 
 
 def test_concurrent_clients_each_get_their_own_answer(app_url):

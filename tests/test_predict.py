@@ -16,6 +16,8 @@ from cxr.io import read_xray
 from tests.conftest import EXAMPLES, ROOT, VARIANT_SOURCE
 from tests.inputs import HOSTILE_CASES, VALID_CASES
 
+pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
+
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:

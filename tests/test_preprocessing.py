@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cxr.data import Preprocessing, load_grayscale, resize_to_input, to_grayscale
+from cxr.data import Preprocessing, resize_to_input
+from cxr.io import read_xray, to_grayscale
 from cxr.model import ModelConfig, build_model, preprocessing_for
 
 PRE = Preprocessing(input_size=224, mean=0.5, std=0.25, in_chans=1)
@@ -67,5 +68,5 @@ def test_preprocessing_is_derived_from_the_model_config():
 def test_training_images_pass_unchanged(data_dir):
     """A 224 px training image goes through the same resize the training cache used, untouched."""
     path = next((data_dir / "train" / "NORMAL").glob("*.jpeg"))
-    cached = resize_to_input(load_grayscale(path), 224)
+    cached = resize_to_input(read_xray(path), 224)
     assert torch.equal(cached, torch.from_numpy(np.array(Image.open(path).convert("L"))).unsqueeze(0))

@@ -6,10 +6,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from tests.conftest import EXAMPLES, start_app
+
+pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
 
 
 def files_containing(folder, data: bytes) -> list:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from PIL import Image
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
 
 
 def readme_snippet(section: str) -> str:

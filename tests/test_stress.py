@@ -12,8 +12,8 @@ import torch
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from cxr.augment import ShiftAugment
-from cxr.data import Sample, list_samples
-from cxr.evaluation import STRESS_FIELDS, decode, evaluate, validation_samples
+from cxr.data import Sample, decode_samples, list_samples
+from cxr.evaluation import STRESS_FIELDS, evaluate, validation_samples
 from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
 from cxr.inference import batched_logits
 from cxr.metrics import expected_calibration_error, probabilities
@@ -26,7 +26,7 @@ WEIGHTS = WEIGHTS_DIR / DEFAULT_MODEL
 
 @pytest.fixture(scope="module")
 def example_images() -> torch.Tensor:
-    return decode([Sample(path, int(true_class(path) == "PNEUMONIA")) for path in EXAMPLES], 224)
+    return decode_samples([Sample(path, int(true_class(path) == "PNEUMONIA")) for path in EXAMPLES], 224)
 
 
 def test_bank_covers_the_acquisition_changes_the_issue_names():
@@ -66,6 +66,7 @@ def test_shift_augment_draws_each_image_on_its_own(example_images):
     assert len({round(float(image.mean()), 4) for image in out}) > 1
 
 
+@pytest.mark.slow
 def test_stress_metrics_agree_with_scikit_learn(data_dir, tmp_path):
     """evaluate(stress=True) on 30 validation X-rays; two shifts recomputed by hand with scikit-learn."""
     _, config = load_model(WEIGHTS)
@@ -75,7 +76,7 @@ def test_stress_metrics_agree_with_scikit_learn(data_dir, tmp_path):
     report = evaluate(WEIGHTS, samples, stress=True, cache_dir=tmp_path)
     assert set(report["stress"]) == {s.name for s in BANK}
     model, _ = load_model(WEIGHTS)
-    images = decode(samples, config.input_size)
+    images = decode_samples(samples, config.input_size)
     for name in ("crop_15", "noise_8"):
         logits = batched_logits(model, apply_shift(shift_by_name(name), images))
         probs = probabilities(logits, config.temperature, config.logit_bias)
@@ -106,6 +107,7 @@ def test_evaluate_command_stress_json(originals_dir):
         assert 0 <= metrics["specificity"] <= 1 and 0 <= metrics["ece"] <= 1
 
 
+@pytest.mark.slow
 def test_stress_rule_fits_on_every_copy_and_records_the_bank():
     """calibrate(): temperature, bias and threshold from the pooled copies; stress metrics at that threshold."""
     from cxr.calibrate import calibrate

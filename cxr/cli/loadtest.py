@@ -1,6 +1,6 @@
 """Concurrent load on the real app over loopback: errors, latency, throughput, and answer integrity.
 
-    python -m cxr.load [--clients 8] [--calls 25] [--url URL] [--json]
+    python -m cxr.loadtest [--clients 8] [--calls 25] [--url URL] [--json]
 
 Without --url it starts `python app.py` itself. Each image is first answered alone; under load,
 every answer must equal its own image's answer (probability and overlay bytes), which catches
@@ -18,17 +18,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.evaluate import print_report
-from cxr.serve import ROOT, running_app
+from cxr.cli import command, print_report
+from cxr.cli.launch import running_app
+from cxr.examples import bundled_examples
 
 
 def _answer(client, image: Path) -> tuple[float, str]:
     from gradio_client import handle_file
 
-    label, overlay, _ = client.predict(handle_file(str(image)), api_name="/predict")
-    probability = next(c["confidence"] for c in label["confidences"] if c["label"] == "PNEUMONIA")
+    _, overlay, answer = client.predict(handle_file(str(image)), api_name="/predict")
     with Image.open(overlay) as picture:  # the pixels: each answer's file carries its own request id
-        return probability, hashlib.sha256(picture.tobytes()).hexdigest()
+        return answer["probability"], hashlib.sha256(picture.tobytes()).hexdigest()
 
 
 def run_load(url: str, images: list[Path], clients: int = 8, calls: int = 25) -> dict:
@@ -71,22 +71,23 @@ def run_load(url: str, images: list[Path], clients: int = 8, calls: int = 25) ->
     }
 
 
-def main() -> None:
+@command
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--calls", type=int, default=25, help="requests per client")
     parser.add_argument("--url", default=None, help="an app already running (default: start one)")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    images = sorted((ROOT / "examples").glob("*.jpeg"))
+    args = parser.parse_args(argv)
+    images = bundled_examples()
     if args.url:
         report = run_load(args.url, images, args.clients, args.calls)
     else:
         with running_app() as url:
             report = run_load(url, images, args.clients, args.calls)
     print_report(report, args.json)
-    raise SystemExit(1 if report["errors"] or report["mismatches"] else 0)
+    return 1 if report["errors"] or report["mismatches"] else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

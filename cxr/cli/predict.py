@@ -1,0 +1,55 @@
+"""Screen many chest X-ray files: one CSV row per file, optional Grad-CAM overlays.
+
+    python -m cxr.predict PATH... [--weights DIR] [--out results.csv] [--cam-dir DIR] [--batch-size 32]
+
+PATHs are files or folders (searched recursively for images and DICOM). Without --cam-dir the
+images go through the model in batches (no gradients); with it each one gets its Grad-CAM
+overlay as a PNG. A file that cannot be read gets a row with its error; the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import logging
+import sys
+from pathlib import Path
+
+from cxr.cli import command
+from cxr.hub import resolve_weights
+from cxr.inference import Predictor
+from cxr.predict import FIELDS, collect_files, predict_files
+
+log = logging.getLogger(__name__)
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image or DICOM files, or folders of them")
+    parser.add_argument("--weights", default=None, help="weights folder (default: what the app loads)")
+    parser.add_argument("--out", default=None, help="CSV file (default: standard output)")
+    parser.add_argument("--cam-dir", default=None, help="write a Grad-CAM overlay PNG per image here")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    files = collect_files(args.paths)
+    if not files:
+        parser.error("no image files found in " + " ".join(args.paths))
+    predictor = Predictor.from_folder(Path(args.weights) if args.weights else resolve_weights())
+    cam_dir = Path(args.cam_dir) if args.cam_dir else None
+    failed = 0
+    with open(args.out, "w", newline="") if args.out else contextlib.nullcontext(sys.stdout) as stream:
+        writer = csv.DictWriter(stream, FIELDS)
+        writer.writeheader()
+        for row in predict_files(predictor, files, args.batch_size, cam_dir):
+            writer.writerow(row)
+            failed += bool(row["error"])
+    log.info("%d files: %d answered, %d could not be read", len(files), len(files) - failed, failed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,10 @@
+"""The two errors a user can cause, each with a message meant for them (no heavy imports here:
+commands catch these without loading torch)."""
+
+
+class ModelLoadError(RuntimeError):
+    """A weights folder that cannot be loaded; the message names the file and the problem."""
+
+
+class ImageReadError(ValueError):
+    """An upload that cannot be analyzed; the message is meant for the user."""

@@ -1,0 +1,104 @@
+"""The layers of docs/architecture.md hold: the library never imports a front end, and importing it
+loads only what a caller needs."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cxr
+from tests.conftest import ROOT
+
+FRONT_ENDS = ("cxr.cli", "app", "train")
+
+
+def is_main_guard(node: ast.AST) -> bool:
+    """``if __name__ == "__main__":``, where ``python -m cxr.<name>`` hands over to its command."""
+    return (
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
+        and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in node.test.comparators)
+    )
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an import statement names in ``path`` (function-level ones included), except
+    under a ``__main__`` guard; ``from cxr import x`` counts as ``cxr.x``."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if is_main_guard(node):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), str(path)))
+    return found
+
+
+def names_a(modules: set[str], layers: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == layer or m.startswith(layer + ".") for layer in layers))
+
+
+LIBRARY = sorted(p for p in (ROOT / "cxr").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.name)
+def test_the_library_never_imports_a_front_end(path):
+    assert names_a(imported_modules(path), FRONT_ENDS) == []
+
+
+@pytest.mark.parametrize("path", [ROOT / "app.py", ROOT / "train.py"], ids=lambda p: p.name)
+def test_app_and_train_use_the_library_not_the_commands(path):
+    assert names_a(imported_modules(path), ("cxr.cli", "app", "train")) == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "cxr" / "cli").glob("*.py")), ids=lambda p: p.name)
+def test_commands_never_import_app_or_train(path):
+    assert names_a(imported_modules(path), ("app", "train")) == []
+
+
+def test_the_rule_sees_a_violation(tmp_path):
+    """The check itself: a function-level import of a command is caught, a __main__ hand-over is not."""
+    module = tmp_path / "m.py"
+    module.write_text(
+        "def f():\n    from cxr.cli import evaluate\n\n"
+        "if __name__ == '__main__':\n    from cxr.cli.predict import main\n"
+    )
+    assert names_a(imported_modules(module), FRONT_ENDS) == ["cxr.cli", "cxr.cli.evaluate"]
+
+
+def test_public_names_are_listed_once():
+    assert sorted(cxr.__all__) == sorted(cxr._HOMES)
+    assert all(getattr(cxr, name) is not None for name in cxr.__all__)
+
+
+def loaded_after(statement: str) -> set[str]:
+    heavy = ("torch", "timm", "gradio", "sklearn", "matplotlib", "pytorch_grad_cam")
+    code = f"import sys; {statement}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(result.stdout.split())
+
+
+@pytest.mark.slow
+def test_importing_cxr_or_an_http_command_loads_no_torch():
+    assert loaded_after("import cxr, cxr.errors") == set()
+    assert {"torch", "timm", "pytorch_grad_cam"} & loaded_after("import cxr.cli.loadtest") == set()
+
+
+@pytest.mark.slow
+def test_the_app_path_loads_no_scikit_learn_matplotlib_or_grad_cam():
+    """What the first answer does not need stays out of the app's start (README, Speed)."""
+    later = {"sklearn", "matplotlib", "pytorch_grad_cam"}
+    assert loaded_after("import cxr.inference, cxr.hub, cxr.io") & later == set()
