@@ -321,7 +321,7 @@ model.cpu()
 minutes = (time.time() - started) / 60
 config.train = {
     "data": "Kermany et al. 2018, chest_xray/train (CC BY 4.0, doi:10.17632/rscbjbr9sj.2)",
-    "args": vars(args),
+    "args": {k: v for k, v in vars(args).items() if k != "resume"},  # a resumed run records the same recipe
     "best_epoch": best_epoch,
     "epochs_run": len(history),
     "minutes": round(minutes, 1),

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from cxr.model import ModelConfig, build_model, load_model, save_model
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name not in _HOMES:
         raise AttributeError(f"module 'cxr' has no attribute {name!r}")
     return getattr(importlib.import_module(_HOMES[name]), name)

@@ -4,19 +4,15 @@ The rule (README "Holding up under acquisition changes"): Platt temperature and 
 the clean validation X-rays and every shifted copy of them pooled (``cxr.stress.BANK``), and the
 threshold is the highest that keeps sensitivity >= the target both on the clean split and on that
 pool. Fitted on the clean split alone, both were over-confident on X-rays from another period.
-``--rule clean`` keeps the old clean-only fit, to measure the difference.
+The "clean" rule keeps the old clean-only fit, to measure the difference (``cxr.cli.calibrate``).
 """
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 
 from cxr.metrics import auc_confidence_interval, binary_metrics, fit_calibration, probabilities, screening_threshold
 from cxr.model import ModelConfig
-
-log = logging.getLogger(__name__)
 
 RULES = ("stress", "clean")
 

@@ -78,4 +78,8 @@ def overlay(image: Image.Image, cam_map: np.ndarray) -> Image.Image:
     heat = cv2.resize(cam_map.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
     colours = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET)
     colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB)
-    return Image.fromarray(cv2.addWeighted(base, IMAGE_WEIGHT, colours, 1 - IMAGE_WEIGHT, 0))
+    blend = cv2.addWeighted(base, IMAGE_WEIGHT, colours, 1 - IMAGE_WEIGHT, 0)
+    peak = int(blend.max())
+    if 0 < peak < 255:  # as show_cam_on_image: the brightest pixel of the blend at full scale
+        blend = cv2.convertScaleAbs(blend, alpha=255 / peak)
+    return Image.fromarray(blend)

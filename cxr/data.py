@@ -1,7 +1,8 @@
 """Dataset listing, patient-grouped split, tensor cache, preprocessing and batch augmentation.
 
-Training, evaluation and the app all go through :func:`to_model_input` (via
-:func:`preprocess`), so an upload of any size becomes exactly what the model saw in training.
+Training, evaluation and the app all decode with ``cxr.io.read_xray`` and resize and normalize
+with :class:`Preprocessing` (derived from the model's data config), so an upload of any size
+becomes exactly what the model saw in training.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cxr.errors import DataError
 from cxr.io import IMAGE_SUFFIXES, ImageReadError, read_xray, to_grayscale
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,7 @@ def list_samples(folder: str | Path) -> list[Sample]:
     for label, name in enumerate(LABELS):
         class_dir = folder / name
         if not class_dir.is_dir():
-            raise FileNotFoundError(f"{class_dir} is missing: expected NORMAL/ and PNEUMONIA/ in {folder}")
+            raise DataError(f"{class_dir} is missing: expected NORMAL/ and PNEUMONIA/ in {folder}")
         samples += [
             Sample(path, label) for path in sorted(class_dir.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES
         ]

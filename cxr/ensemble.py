@@ -1,7 +1,5 @@
 """Assemble weights folders into one ensemble folder, calibrated by the stress rule.
 
-    python -m cxr.ensemble --members runs/a runs/b weights/efficientnet_lite0 --out weights/ensemble
-
 Each member is copied into a subfolder as it is (its own calibration, threshold and out-of-distribution
 check); ``ensemble.json`` records the members and the temperature, bias and threshold fitted on their
 mean calibrated logit by the same rule as one model (``cxr.calibrate``): clean and shift-stressed
@@ -10,7 +8,6 @@ validation copies pooled, sensitivity >= the target on both. ``Predictor.from_fo
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
@@ -22,8 +19,6 @@ from cxr.folder import staged, write_records
 from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, ModelLoadError, load_model, same_split
 from cxr.ood import OOD_NAME
 from cxr.stress import BANK
-
-log = logging.getLogger(__name__)
 
 MEMBER_FILES = (CONFIG_NAME, WEIGHTS_NAME, OOD_NAME, "README.md")
 

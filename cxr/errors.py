@@ -8,3 +8,7 @@ class ModelLoadError(RuntimeError):
 
 class ImageReadError(ValueError):
     """An upload that cannot be analyzed; the message is meant for the user."""
+
+
+class DataError(ValueError):
+    """A data folder that is not what a command needs (no NORMAL/ and PNEUMONIA/, another split)."""

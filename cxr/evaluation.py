@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cxr.data import Sample, cache_file, decode_samples, list_samples, split_by_patient
+from cxr.errors import DataError
 from cxr.inference import batched_logits
 from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
 from cxr.model import ENSEMBLE_NAME, ModelConfig, is_ensemble, load_model
@@ -36,7 +37,7 @@ def recorded_split(data_dir: str | Path, config: ModelConfig) -> tuple[list[Samp
     split = config.train["split"]
     train, val = split_by_patient(list_samples(Path(data_dir) / "train"), split["val_fraction"], split["seed"])
     if {s.patient for s in val} != set(split["val_patients"]):
-        raise ValueError(f"{data_dir}: the validation split differs from the one recorded in the config")
+        raise DataError(f"{data_dir}: the validation split differs from the one recorded in the weights' config")
     return train, val
 
 
@@ -197,7 +198,8 @@ def read_config(folder: str | Path) -> ModelConfig:
 
 def validation_images(data_dir: str | Path, config: ModelConfig, cache_dir: str | Path = ".cache") -> torch.Tensor:
     """The recorded validation split, decoded once into the same tensor cache train.py uses."""
-    return split_images(data_dir, config, cache_dir)[1]
+    seed, size = config.train["split"]["seed"], config.input_size
+    return decode_samples(validation_samples(data_dir, config), size, cache_file(cache_dir, "val", seed, size))
 
 
 def split_images(

@@ -26,6 +26,7 @@ METRICS_NAME = "metrics.json"
 
 
 def is_staging(folder: str | Path) -> bool:
+    """A folder being written or replaced (``<name>.partial``, ``<name>.old``): never a model."""
     return Path(folder).name.endswith(STAGING_SUFFIXES)
 
 
@@ -91,14 +92,30 @@ def calibrate_and_check(
     cache_dir: str | Path = ".cache",
 ) -> None:
     """Calibrate the weights as stored in ``folder`` (fp16) by ``rule``, then fit the OOD check there."""
+    from cxr.ood import fit_and_save
+
+    shipped = calibrate_stored(folder, config, val_images, labels, target_sensitivity, rule, cache_dir)
+    fit_and_save(folder, shipped, config, train_images, val_images)  # the "does not look like an X-ray" check
+
+
+def calibrate_stored(
+    folder: Path,
+    config: ModelConfig,
+    val_images: torch.Tensor,
+    labels: np.ndarray,
+    target_sensitivity: float,
+    rule: str = "stress",
+    cache_dir: str | Path = ".cache",
+) -> torch.nn.Module:
+    """Set ``config``'s calibration by ``rule`` from the weights as stored in ``folder`` (fp16: what
+    users run); returns that model."""
     from cxr.calibrate import calibrate
     from cxr.evaluation import shifted_logits
     from cxr.model import load_model
-    from cxr.ood import fit_and_save
     from cxr.stress import BANK
 
-    shipped, _ = load_model(folder)  # what users will run
+    shipped, _ = load_model(folder)
     shifts = BANK if rule == "stress" else ()  # the rule: fit on clean + shifted validation copies
     logits = shifted_logits(shipped, config, val_images, shifts, cache_dir=cache_dir)  # cached for cxr.evaluate
     calibrate(config, logits, labels, target_sensitivity)
-    fit_and_save(folder, shipped, config, train_images, val_images)  # the "does not look like an X-ray" check
+    return shipped

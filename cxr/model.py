@@ -93,9 +93,8 @@ class ModelConfig:
         """Read config.json as :meth:`to_dict` writes it; a preprocessing we do not apply is refused."""
         cfg = data["pretrained_cfg"]
         channels, height, width = cfg["input_size"]
-        for key, value in RESIZE.items():
-            if cfg.get(key) != value:
-                raise ValueError(f"pretrained_cfg {key}={cfg.get(key)!r}; this project preprocesses with {value!r}")
+        if unsupported := unsupported_resize(cfg):
+            raise ValueError(f"pretrained_cfg asks for {unsupported}; this project preprocesses with {RESIZE}")
         if height != width or len(set(cfg["mean"])) != 1 or len(set(cfg["std"])) != 1:
             raise ValueError("pretrained_cfg must describe a square input and one mean and std for every channel")
         if data.get("num_classes") != 1:
@@ -141,11 +140,15 @@ def build_model(config: ModelConfig) -> torch.nn.Module:
     )
 
 
+def unsupported_resize(data_config: dict) -> dict:
+    """The resize settings of a timm data config that differ from the one this project applies."""
+    return {key: data_config.get(key) for key, value in RESIZE.items() if data_config.get(key) != value}
+
+
 def preprocessing_for(model: torch.nn.Module) -> Preprocessing:
     """The model's preprocessing, derived from the data config that travels with it."""
     data_config = timm.data.resolve_model_data_config(model)
-    unsupported = {k: data_config.get(k) for k, v in RESIZE.items() if data_config.get(k) != v}
-    if unsupported:
+    if unsupported := unsupported_resize(data_config):
         raise ModelLoadError(f"{type(model).__name__} asks for {unsupported}; this project resizes with {RESIZE}")
     channels, _, size = data_config["input_size"]
     return Preprocessing(input_size=size, mean=data_config["mean"][0], std=data_config["std"][0], in_chans=channels)

@@ -7,7 +7,6 @@ records it (with its sha256) in ``config.json``. ``python -m cxr.ood`` fits it f
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cxr.model import CONFIG_NAME, ModelConfig, ModelLoadError, sha256_file
-
-log = logging.getLogger(__name__)
 
 OOD_NAME = "ood.safetensors"
 VAL_PASS = 0.99
@@ -39,9 +36,11 @@ class FeatureCapture:
 
     @property
     def features(self) -> torch.Tensor | None:
+        """The last pass's features (N, C), or None before any pass."""
         return self.batches[-1] if self.batches else None
 
     def all(self) -> torch.Tensor:
+        """Every pass's features since entering, concatenated in order."""
         return torch.cat(self.batches)
 
     def _keep(self, _module, inputs) -> None:

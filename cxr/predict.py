@@ -1,15 +1,11 @@
-"""Screen many chest X-ray files: one CSV row per file, optional Grad-CAM overlays.
-
-    python -m cxr.predict PATH... [--weights DIR] [--out results.csv] [--cam-dir DIR] [--batch-size 32]
-
-PATHs are files or folders (searched recursively for images and DICOM). Without --cam-dir the
-images go through the model in batches (no gradients); with it each one gets its Grad-CAM
-overlay as a PNG. A file that cannot be read gets a row with its error; the run goes on.
+"""Screen many chest X-ray files: one CSV row per file (the fields API clients get), optional
+Grad-CAM overlays. Without a CAM folder the images go through the model in batches (no
+gradients); with one each gets its overlay as a PNG. A file that cannot be read gets a row with
+its error; the run goes on. The command is ``cxr.cli.predict``.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,8 +15,6 @@ from tqdm import tqdm
 
 from cxr.inference import Prediction, Predictor
 from cxr.io import IMAGE_SUFFIXES, ImageReadError, read_xray
-
-log = logging.getLogger(__name__)
 
 FIELDS = ["file", "probability", "decision", "threshold", "unusual", "uncertain", "ood_distance", "overlay", "error"]
 

@@ -1,7 +1,5 @@
 """Average the weights of fine-tunes that share one pretrained start (a uniform "model soup").
 
-    python -m cxr.soup --members runs/a runs/b runs/c --out runs/soup
-
 Networks fine-tuned from the same ImageNet weights tend to lie in one basin, where the mean of their
 weights is itself a good network (Wortsman et al. 2022, "Model soups"), often more robust to shift
 than any one of them, at the cost of one model. The soup is written like a trained folder: fp16
@@ -12,7 +10,6 @@ weights, then the stress-rule calibration (``cxr.calibrate``) and the out-of-dis
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +18,6 @@ import torch
 from cxr.evaluation import split_images, validation_samples
 from cxr.folder import calibrate_and_check, staged, write_records
 from cxr.model import ModelConfig, ModelLoadError, load_model, same_split, save_model
-
-log = logging.getLogger(__name__)
 
 
 def average_weights(models: list[torch.nn.Module]) -> dict[str, torch.Tensor]:

@@ -54,22 +54,24 @@ def test_overlay_keeps_aspect_ratio():
     assert result.size == (1024, round(1416 * 1024 / 1776))
 
 
-def test_overlay_is_grad_cams_blend():
-    """The uint8 blend gives grad-cam's show_cam_on_image colours (rounding apart) on a real X-ray."""
+@pytest.mark.parametrize("brightness", [1.0, 0.3], ids=["as-is", "dim"])
+def test_overlay_is_grad_cams_blend(brightness):
+    """The uint8 blend gives grad-cam's show_cam_on_image colours (rounding apart) on a real X-ray,
+    also on a dim one, which show_cam_on_image scales up to full brightness."""
     import cv2
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     from tests.conftest import EXAMPLES
 
-    with Image.open(EXAMPLES[0]) as image:
-        image.load()
+    with Image.open(EXAMPLES[0]) as original:
+        image = original.convert("L").point(lambda v: round(v * brightness))
     cam_map = cv2.resize(np.random.default_rng(1).random((7, 7)).astype(np.float32), (224, 224))
     result = np.asarray(overlay(image, cam_map), dtype=int)
     base = np.asarray(image.convert("RGB").resize(result.shape[1::-1], Image.Resampling.BILINEAR), np.float32) / 255
     heat = cv2.resize(cam_map, result.shape[1::-1], interpolation=cv2.INTER_LINEAR)
     expected = show_cam_on_image(base, heat, use_rgb=True, image_weight=0.6).astype(int)
-    assert np.abs(result - expected).max() <= 2
-    assert np.abs(result - expected).mean() < 0.6
+    assert np.abs(result - expected).max() <= 3
+    assert np.abs(result - expected).mean() < 0.8
 
 
 def test_an_error_inside_grad_cam_is_raised_not_swallowed():

@@ -4,6 +4,7 @@ console script (pyproject.toml)."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import shutil
 import subprocess
@@ -65,7 +66,8 @@ def test_a_broken_weights_folder_is_one_line_and_exit_1(name, broken, tmp_path, 
     assert status == 1
     assert len(lines) == 1 and lines[0].startswith("Cannot load the model:"), err
     assert str(broken) in lines[0] and "sha256" in lines[0]
-    assert not (tmp_path / "soup").exists() and not (tmp_path / "ensemble").exists()
+    if name in ("soup", "ensemble"):  # nothing written, not even a staging folder
+        assert not any(tmp_path.glob(f"{name}*")), sorted(tmp_path.iterdir())
 
 
 def test_an_unreadable_image_in_an_evaluated_folder_is_one_line_naming_it(kaggle_folder, capsys):
@@ -80,8 +82,13 @@ def test_an_unreadable_image_in_an_evaluated_folder_is_one_line_naming_it(kaggle
 def test_every_command_is_a_console_script_and_a_module():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {f"cxr-{name}": f"cxr.cli.{name}:main" for name in COMMANDS}
-    for name in COMMANDS:
-        assert (ROOT / "cxr" / f"{name}.py").is_file(), f"python -m cxr.{name} needs cxr/{name}.py"
+    from tests.test_architecture import is_main_guard
+
+    for name in COMMANDS:  # python -m cxr.<name> runs cxr/<name>.py, whose __main__ guard calls the command
+        tree = ast.parse((ROOT / "cxr" / f"{name}.py").read_text())
+        guards = [node for node in tree.body if is_main_guard(node)]
+        handed = [n for g in guards for n in ast.walk(g) if isinstance(n, ast.ImportFrom)]
+        assert [(i.module, [a.name for a in i.names]) for i in handed] == [(f"cxr.cli.{name}", ["main"])], name
 
 
 @pytest.mark.slow
@@ -107,3 +114,11 @@ def test_every_command_readme_shows_exists_and_answers_help(capsys):
         with pytest.raises(SystemExit) as done:
             importlib.import_module(f"cxr.cli.{name}").main(["--help"])
         assert done.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_a_data_folder_without_the_class_folders_is_one_line(tmp_path, capsys):
+    status, err = run("evaluate", ["--data", str(tmp_path), "--weights", str(WEIGHTS_DIR / DEFAULT_MODEL)], capsys)
+    assert status == 1
+    assert err.splitlines()[-1] == (
+        f"Cannot use the data: {tmp_path / 'NORMAL'} is missing: expected NORMAL/ and PNEUMONIA/ in {tmp_path}"
+    )

@@ -130,8 +130,8 @@ def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data_dir, tmp_path):
-    """Kill train.py inside epoch 2, resume it: the finished run equals one never stopped, and no
-    half-written weights folder was ever in place."""
+    """Kill train.py inside epoch 2, resume it: the finished run equals one never stopped, and the
+    killed run left no weights folder in place (the folder itself is staged: tests/test_folder.py)."""
     import os
     import signal
     import time
@@ -169,6 +169,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(data_dir, tmp_path):
         names = sorted(a.keys())
         assert a.metadata() == b.metadata() and names == sorted(b.keys())
         assert all(torch.equal(a.get_tensor(name), b.get_tensor(name)) for name in names)
+    recipes = [ModelConfig.from_json(folder / "config.json").train["args"] for folder in (out, straight)]
+    assert recipes[0] == recipes[1] | {"out": str(out)}  # the resumed run records the same recipe
     history = [json.loads((folder / "metrics.json").read_text())["history"] for folder in (out, straight)]
     assert [h["epoch"] for h in history[0]] == [1, 2, 3]
     assert [h["loss"] for h in history[0]] == [h["loss"] for h in history[1]]

@@ -12,9 +12,10 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cxr.errors import ImageReadError, ModelLoadError
+from cxr.errors import DataError, ImageReadError, ModelLoadError
 
 if TYPE_CHECKING:
     from cxr.model import ModelConfig
@@ -23,7 +24,8 @@ Main = Callable[[list[str] | None], int | None]
 
 
 def command(main: Main) -> Callable[[list[str] | None], int]:
-    """``main(argv)`` with a broken weights folder or an unreadable image turned into one line, exit 1."""
+    """``main(argv)`` with a broken weights folder, an unreadable image or a wrong data folder turned
+    into one line on stderr, exit 1."""
 
     @functools.wraps(main)
     def run(argv: list[str] | None = None) -> int:
@@ -33,6 +35,8 @@ def command(main: Main) -> Callable[[list[str] | None], int]:
             print(f"Cannot load the model: {error}", file=sys.stderr)
         except ImageReadError as error:
             print(f"Cannot read the image: {error}", file=sys.stderr)
+        except DataError as error:
+            print(f"Cannot use the data: {error}", file=sys.stderr)
         return 1
 
     return run
@@ -51,13 +55,17 @@ def print_report(results: dict, as_json: bool) -> None:
         print(f"{key:20s} {value:.4f}" if isinstance(value, float) else f"{key:20s} {value}")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data`` (the Kaggle-layout folder with ``train/``) and ``--cache-dir``, as every command names them."""
-    parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
+def add_data_arguments(parser: argparse.ArgumentParser, data_help: str | None = None) -> None:
+    """``--data`` (by default the Kaggle-layout folder with ``train/``) and ``--cache-dir``, as every
+    command names them; ``data_help`` makes ``--data`` required and says what it is."""
+    if data_help:
+        parser.add_argument("--data", required=True, help=data_help)
+    else:
+        parser.add_argument("--data", default="../shared/data/chest_xray", help="folder with train/")
     parser.add_argument("--cache-dir", default=".cache", help="decoded images and logits cache")
 
 
-def calibration_summary(folder, config: ModelConfig) -> str:
+def calibration_summary(folder: str | Path, config: ModelConfig) -> str:
     """What a command that wrote calibrated weights prints: where, the fit, and what it measured."""
     return (
         f"wrote {folder}: temperature {config.temperature:.3f}, bias {config.logit_bias:.3f}, "

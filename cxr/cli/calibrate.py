@@ -7,7 +7,8 @@ the clean validation X-rays and every shifted copy of them pooled (``cxr.stress.
 threshold is the highest that keeps sensitivity >= the target both on the clean split and on that
 pool. Fitted on the clean split alone, both were over-confident on X-rays from another period.
 ``--rule clean`` keeps the old clean-only fit, to measure the difference. train.py ends with the
-same step; this command re-runs it on saved weights (the weights file is not touched, only config.json).
+same step; this command re-runs it on saved weights (the weights file is not touched; config.json,
+metrics.json and the model card are rewritten).
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.calibrate import RULES, calibrate
+from cxr.calibrate import RULES
 from cxr.cli import add_data_arguments, calibration_summary, command
-from cxr.evaluation import shifted_logits, validation_images, validation_samples
-from cxr.folder import staged, write_records
+from cxr.evaluation import validation_images, validation_samples
+from cxr.folder import calibrate_stored, staged, write_records
 from cxr.model import load_model
-from cxr.stress import BANK
 
 
 @command
@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
 
     weights = Path(args.weights)
-    model, config = load_model(weights)
+    _, config = load_model(weights)  # a broken folder fails here, before the data is decoded
     labels = np.array([s.label for s in validation_samples(args.data, config)])
     images = validation_images(args.data, config, args.cache_dir)
-    logits = shifted_logits(model, config, images, BANK if args.rule == "stress" else (), cache_dir=args.cache_dir)
-    calibrate(config, logits, labels, config.train["args"]["target_sensitivity"])
+    target = config.train["args"]["target_sensitivity"]
+    calibrate_stored(weights, config, images, labels, target, args.rule, args.cache_dir)
     with staged(weights, update=True) as folder:  # the weights file is untouched; the records follow the config
         write_records(folder, config, published_as=weights)
     print(f"{args.rule} rule: " + calibration_summary(weights, config))

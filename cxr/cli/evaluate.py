@@ -20,7 +20,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cxr.cli import command, print_report
+from cxr.cli import add_data_arguments, command, print_report
 from cxr.data import list_samples
 from cxr.evaluation import evaluate, read_config, validation_images, validation_samples
 from cxr.hub import HUB_ERRORS, fetch_weights, resolve_weights
@@ -29,7 +29,6 @@ from cxr.hub import HUB_ERRORS, fetch_weights, resolve_weights
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="folder with NORMAL/ and PNEUMONIA/ (or train/ for --split)")
     parser.add_argument(
         "--weights",
         nargs="+",
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flip-tta", action="store_true", help="average each logit with its mirror image's")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--plots", default=None, metavar="OUT", help="write ROC, PR, reliability, confusion PNGs")
-    parser.add_argument("--cache-dir", default=".cache", help="decoded images and logits cache")
+    add_data_arguments(parser, "folder with NORMAL/ and PNEUMONIA/ (or train/ for --split)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

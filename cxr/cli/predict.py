@@ -21,8 +21,6 @@ from cxr.hub import resolve_weights
 from cxr.inference import Predictor
 from cxr.predict import FIELDS, collect_files, predict_files
 
-log = logging.getLogger(__name__)
-
 
 @command
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in predict_files(predictor, files, args.batch_size, cam_dir):
             writer.writerow(row)
             failed += bool(row["error"])
-    log.info("%d files: %d answered, %d could not be read", len(files), len(files) - failed, failed)
+    print(f"{len(files)} files: {len(files) - failed} answered, {failed} could not be read", file=sys.stderr)
     return 0
 
 
