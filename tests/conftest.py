@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cxr.cli.launch import free_port, running_app, start_app  # noqa: F401  (shared with the tests)
 from cxr.examples import bundled_examples
+from cxr.launch import free_port, running_app, start_app  # noqa: F401  (shared with the tests)
 from tests.hub_server import local_hub  # noqa: F401  (a local Hub endpoint, shared with the tests)
 
 ROOT = Path(__file__).resolve().parent.parent

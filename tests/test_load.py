@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from gradio_client import Client, handle_file
 
-from cxr.cli.loadtest import run_load
+from cxr.loadtest import run_load
 from tests.conftest import EXAMPLES, running_app
 
 pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository: app.py, examples/
+ROOT = Path(__file__).resolve().parents[1]  # the repository: app.py, examples/
 
 
 def free_port() -> int:
