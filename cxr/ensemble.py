@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.calibrate import calibrate
-from cxr.evaluation import load_members, mean_calibrated_logits, validation_images, validation_samples
+from cxr.evaluation import cached_images, load_members, mean_calibrated_logits, validation_samples
 from cxr.folder import staged, write_records
 from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, ModelLoadError, load_model, same_split
 from cxr.ood import OOD_NAME
@@ -51,8 +51,8 @@ def build_ensemble(
             "args": {"target_sensitivity": target_sensitivity},
         },
     )
-    images = validation_images(data_dir, first, cache_dir)
-    labels = np.array([s.label for s in validation_samples(data_dir, first)])
+    samples = validation_samples(data_dir, first)
+    images, labels = cached_images(samples, first, "val", cache_dir), np.array([s.label for s in samples])
     with staged(out) as staging:
         for member, name in zip(members, names, strict=True):
             (staging / name).mkdir()

@@ -196,17 +196,18 @@ def read_config(folder: str | Path) -> ModelConfig:
     return ModelConfig.from_json(folder / (ENSEMBLE_NAME if is_ensemble(folder) else "config.json"))
 
 
-def validation_images(data_dir: str | Path, config: ModelConfig, cache_dir: str | Path = ".cache") -> torch.Tensor:
-    """The recorded validation split, decoded once into the same tensor cache train.py uses."""
+def cached_images(
+    samples: list[Sample], config: ModelConfig, side: str, cache_dir: str | Path = ".cache"
+) -> torch.Tensor:
+    """One side (``"train"`` or ``"val"``) of the recorded split as uint8 tensors, decoded once into
+    the same tensor cache train.py uses."""
     seed, size = config.train["split"]["seed"], config.input_size
-    return decode_samples(validation_samples(data_dir, config), size, cache_file(cache_dir, "val", seed, size))
+    return decode_samples(samples, size, cache_file(cache_dir, side, seed, size))
 
 
 def split_images(
     data_dir: str | Path, config: ModelConfig, cache_dir: str | Path = ".cache"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Both sides of the recorded split as uint8 tensors, through train.py's tensor cache."""
-    seed, size = config.train["split"]["seed"], config.input_size
-    sides = zip(("train", "val"), recorded_split(data_dir, config), strict=True)
-    train, val = (decode_samples(samples, size, cache_file(cache_dir, side, seed, size)) for side, samples in sides)
-    return train, val
+    train, val = recorded_split(data_dir, config)
+    return cached_images(train, config, "train", cache_dir), cached_images(val, config, "val", cache_dir)

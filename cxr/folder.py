@@ -92,30 +92,29 @@ def calibrate_and_check(
     cache_dir: str | Path = ".cache",
 ) -> None:
     """Calibrate the weights as stored in ``folder`` (fp16) by ``rule``, then fit the OOD check there."""
+    from cxr.model import load_model
     from cxr.ood import fit_and_save
 
-    shipped = calibrate_stored(folder, config, val_images, labels, target_sensitivity, rule, cache_dir)
+    shipped, _ = load_model(folder)  # fp16 as stored: what users will run
+    calibrate_model(shipped, config, val_images, labels, target_sensitivity, rule, cache_dir)
     fit_and_save(folder, shipped, config, train_images, val_images)  # the "does not look like an X-ray" check
 
 
-def calibrate_stored(
-    folder: Path,
+def calibrate_model(
+    model: torch.nn.Module,
     config: ModelConfig,
     val_images: torch.Tensor,
     labels: np.ndarray,
     target_sensitivity: float,
     rule: str = "stress",
     cache_dir: str | Path = ".cache",
-) -> torch.nn.Module:
-    """Set ``config``'s calibration by ``rule`` from the weights as stored in ``folder`` (fp16: what
-    users run); returns that model."""
+) -> None:
+    """Set ``config``'s calibration by ``rule`` from ``model``'s logits on the validation images
+    (clean, and for the stress rule shifted by the bank)."""
     from cxr.calibrate import calibrate
     from cxr.evaluation import shifted_logits
-    from cxr.model import load_model
     from cxr.stress import BANK
 
-    shipped, _ = load_model(folder)
     shifts = BANK if rule == "stress" else ()  # the rule: fit on clean + shifted validation copies
-    logits = shifted_logits(shipped, config, val_images, shifts, cache_dir=cache_dir)  # cached for cxr.evaluate
+    logits = shifted_logits(model, config, val_images, shifts, cache_dir=cache_dir)  # cached for cxr.evaluate
     calibrate(config, logits, labels, target_sensitivity)
-    return shipped

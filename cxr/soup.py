@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxr.evaluation import split_images, validation_samples
+from cxr.evaluation import cached_images, recorded_split
 from cxr.folder import calibrate_and_check, staged, write_records
 from cxr.model import ModelConfig, ModelLoadError, load_model, same_split, save_model
 
@@ -45,8 +45,10 @@ def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: s
         "soup_of": {folder.name: c.train.get("args", {}) for folder, (_, c) in zip(members, loaded, strict=True)},
         "minutes": round(sum(c.train.get("minutes", 0) for _, c in loaded), 1),
     }
-    train_images, val_images = split_images(data_dir, config, cache_dir)
-    labels = np.array([s.label for s in validation_samples(data_dir, config)])
+    train, val = recorded_split(data_dir, config)
+    train_images = cached_images(train, config, "train", cache_dir)
+    val_images = cached_images(val, config, "val", cache_dir)
+    labels = np.array([s.label for s in val])
     target = first.train.get("args", {}).get("target_sensitivity", 0.97)  # the members' own recorded target
     with staged(out) as staging:
         save_model(model, config, staging)

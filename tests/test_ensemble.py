@@ -91,7 +91,7 @@ def test_decision_boundary_matches_the_threshold(members, image):
 def test_build_ensemble_writes_a_folder_that_evaluation_and_predictor_agree_on(data_dir, tmp_path):
     """Two small members on the recorded split → cxr.ensemble → the evaluation and the app's Predictor."""
     from cxr.ensemble import build_ensemble
-    from cxr.evaluation import combined, evaluate, load_members, validation_images, validation_samples
+    from cxr.evaluation import cached_images, combined, evaluate, load_members, validation_samples
     from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
     from cxr.io import read_xray
     from cxr.model import ENSEMBLE_NAME, is_ensemble, save_model
@@ -115,7 +115,7 @@ def test_build_ensemble_writes_a_folder_that_evaluation_and_predictor_agree_on(d
     assert "## Under acquisition changes" in (out / "README.md").read_text()
 
     samples = validation_samples(data_dir, config)
-    images = validation_images(data_dir, config, cache)
+    images = cached_images(samples, config, "val", cache)
     report = evaluate(out, samples, stress=True, images_u8=images, cache_dir=cache)
     assert report["auc"] == pytest.approx(config.val_metrics["auc"], abs=1e-9)
     for name, metrics in config.stress_metrics["stress"].items():

@@ -21,8 +21,8 @@ import numpy as np
 
 from cxr.calibrate import RULES
 from cxr.cli import add_data_arguments, calibration_summary, command
-from cxr.evaluation import validation_images, validation_samples
-from cxr.folder import calibrate_stored, staged, write_records
+from cxr.evaluation import cached_images, validation_samples
+from cxr.folder import calibrate_model, staged, write_records
 from cxr.model import load_model
 
 
@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
 
     weights = Path(args.weights)
-    _, config = load_model(weights)  # a broken folder fails here, before the data is decoded
-    labels = np.array([s.label for s in validation_samples(args.data, config)])
-    images = validation_images(args.data, config, args.cache_dir)
+    model, config = load_model(weights)  # a broken folder fails here, before the data is decoded
+    samples = validation_samples(args.data, config)
+    images, labels = cached_images(samples, config, "val", args.cache_dir), np.array([s.label for s in samples])
     target = config.train["args"]["target_sensitivity"]
-    calibrate_stored(weights, config, images, labels, target, args.rule, args.cache_dir)
+    calibrate_model(model, config, images, labels, target, args.rule, args.cache_dir)
     with staged(weights, update=True) as folder:  # the weights file is untouched; the records follow the config
         write_records(folder, config, published_as=weights)
     print(f"{args.rule} rule: " + calibration_summary(weights, config))

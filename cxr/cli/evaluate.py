@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cxr.cli import add_data_arguments, command, print_report
 from cxr.data import list_samples
-from cxr.evaluation import evaluate, read_config, validation_images, validation_samples
+from cxr.evaluation import cached_images, evaluate, read_config, validation_samples
 from cxr.hub import HUB_ERRORS, fetch_weights, resolve_weights
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         splits = [validation_samples(args.data, config) for config in configs]
         if any([s.path for s in split] != [s.path for s in splits[0]] for split in splits):
             parser.error("these weights were validated on different splits")
-        samples, images = splits[0], validation_images(args.data, configs[0], args.cache_dir)
+        samples, images = splits[0], cached_images(splits[0], configs[0], "val", args.cache_dir)
     else:
         samples = list_samples(args.data)
     report = evaluate(weights, samples, args.plots, args.flip_tta, args.stress, images, args.cache_dir)
