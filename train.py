@@ -32,9 +32,10 @@ from tqdm import tqdm
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cxr.augment import ShiftAugment
+from cxr.augment import FRAMINGS, ShiftAugment
 from cxr.data import Augment, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.folder import calibrate_and_check, staged, write_records
+from cxr.fov import FOV_DIR, FieldOfView, attach, framed
 from cxr.inference import batched_logits
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import ModelConfig, build_model, freeze_before, preprocessing_for, save_model
@@ -61,9 +62,13 @@ parser.add_argument("--sampler", choices=["none", "balanced"], default="none")
 parser.add_argument("--hflip", action="store_true", help="horizontal flips (off: the heart is on the left)")
 parser.add_argument(
     "--augment",
-    choices=["basic", "shift"],
+    choices=["basic", "shift", "zoom"],
     default="basic",
-    help="basic = small affine + exposure; shift = also framing, blur, noise, JPEG, erased marks (cxr.augment)",
+    help="basic = small affine + exposure; shift = also framing, blur, noise, JPEG, erased marks (cxr.augment); "
+    "zoom = shift with the framing range widened (to a fifth of the area, out to 1.6x)",
+)
+parser.add_argument(
+    "--fov", default=None, metavar="DIR", help="crop every image to its lungs with this segmenter (cxr.cli.segmenter)"
 )
 parser.add_argument("--probe-epochs", type=int, default=0, help="train only the classifier for the first N epochs")
 parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (timm Mixup); 0 disables")
@@ -157,6 +162,9 @@ if args.freeze_until:
         parser.error(f"--freeze-until: {error}")
     log.info("froze %d parameter tensors (before %s)", frozen, args.freeze_until)
 preprocess = preprocessing_for(model)  # from the model's data config, as evaluation and the app derive it
+fov = FieldOfView.load(args.fov) if args.fov else None
+attach(model, fov)  # validation (batched_logits) crops as the app will; the shipped folder carries it
+train_inputs = framed(model, train_x)  # cut to the lungs once; augmentation then varies the framing around it
 model = model.to(device, memory_format=torch.channels_last)
 net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 frozen_norms = [
@@ -173,7 +181,11 @@ scheduler = torch.optim.lr_scheduler.OneCycleLR(
 )
 ema = ModelEmaV3(model, decay=args.ema, use_warmup=args.ema_warmup) if args.ema else None
 pos_weight = torch.tensor([n_neg / n_pos], device=device) if args.pos_weight == "auto" else None
-augment = ShiftAugment(args.input_size, args.hflip) if args.augment == "shift" else Augment(hflip=args.hflip)
+augment = (
+    ShiftAugment(args.input_size, args.hflip, framing=args.augment)
+    if args.augment in FRAMINGS
+    else Augment(hflip=args.hflip)
+)
 head = {id(p) for p in model.get_classifier().parameters()}
 mixing = (
     Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, label_smoothing=args.label_smoothing, num_classes=2)
@@ -264,7 +276,7 @@ for epoch in range(first_epoch, args.epochs + 1):
     order, losses, seen, epoch_start = epoch_order(), [], 0, time.time()
     for i in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}", mininterval=10):
         index = order[i : i + args.batch_size]
-        inputs = preprocess.normalize(augment(train_x[index], aug_generator))
+        inputs = preprocess.normalize(augment(train_inputs[index], aug_generator))
         inputs, targets = batch_targets(inputs, train_y[index])
         logits = net(inputs.to(device)).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(logits, targets.to(device), pos_weight=pos_weight)
@@ -347,6 +359,8 @@ config.train = {
     },
 }
 with staged(out) as staging:  # the app and cxr.evaluate see the folder only once it is complete
+    if fov is not None:
+        config.fov = fov.save(staging / FOV_DIR)
     save_model(model, config, staging)
     calibrate_and_check(
         staging, config, val_x, val_y, train_x, args.target_sensitivity, args.calibration, args.cache_dir

@@ -9,30 +9,59 @@ path, added marker letters) are never seen in training, so the bank also measure
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 
-class RandomGamma(torch.nn.Module):
-    """Exposure: gamma drawn log-uniformly in ``[low, high]`` (torchvision has the op but no random form)."""
+class RandomGamma(v2.Transform):
+    """Exposure: gamma drawn log-uniformly in ``[low, high]`` (torchvision has the op but no random form).
+
+    A v2 transform, so a lung mask passed beside the image goes through unchanged.
+    """
 
     def __init__(self, low: float = 0.6, high: float = 1.6):
         super().__init__()
         self.log_low, self.log_high = torch.log(torch.tensor(low)), torch.log(torch.tensor(high))
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        gamma = torch.exp(self.log_low + torch.rand(()) * (self.log_high - self.log_low))
-        return TF.adjust_gamma(image, float(gamma))
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"gamma": float(torch.exp(self.log_low + torch.rand(()) * (self.log_high - self.log_low)))}
+
+    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
+        return inpt if isinstance(inpt, tv_tensors.Mask) else TF.adjust_gamma(inpt, params["gamma"])
 
 
-def shift_transform(size: int, hflip: bool = False) -> v2.Compose:
+@dataclass(frozen=True)
+class Framing:
+    """How far training zooms in (smallest kept share of the area) and out (padded side), and how often."""
+
+    min_area: float
+    max_zoom_out: float
+    p_in: float
+    p_out: float
+
+
+# "shift": to a third of the area (a tightly collimated film), out by 35 %.
+# "zoom": the whole range real films show, past the bank's tightest crop (crop_22 keeps 31 % of the
+# area) to a fifth, and out to 1.6x the side (a wide view with the abdomen and arms in it).
+FRAMINGS = {
+    "shift": Framing(min_area=0.35, max_zoom_out=1.35, p_in=0.6, p_out=0.2),
+    "zoom": Framing(min_area=0.2, max_zoom_out=1.6, p_in=0.6, p_out=0.3),
+}
+
+
+def shift_transform(size: int, hflip: bool = False, framing: Framing = FRAMINGS["shift"]) -> v2.Compose:
     """One image uint8 (1, S, S) → float (1, S, S) in [0, 1], with every acquisition cue redrawn."""
     return v2.Compose(
         [
-            # Framing: zoom in as far as a tightly collimated film (a third of the area), or out (padding).
-            v2.RandomApply([v2.RandomZoomOut(fill=0, side_range=(1.0, 1.35))], p=0.2),
-            v2.RandomApply([v2.RandomResizedCrop(size, scale=(0.35, 1.0), ratio=(0.75, 1.33))], p=0.6),
+            # Framing: zoom in as far as a tightly collimated film, or out (padding).
+            v2.RandomApply([v2.RandomZoomOut(fill=0, side_range=(1.0, framing.max_zoom_out))], p=framing.p_out),
+            v2.RandomApply(
+                [v2.RandomResizedCrop(size, scale=(framing.min_area, 1.0), ratio=(0.75, 1.33))], p=framing.p_in
+            ),
             v2.Resize((size, size)),  # after a zoom-out
             v2.RandomAffine(degrees=10, translate=(0.05, 0.05)),
             v2.RandomHorizontalFlip(p=0.5 if hflip else 0.0),
@@ -56,8 +85,8 @@ class ShiftAugment:
     argument is accepted for the shared call signature.
     """
 
-    def __init__(self, size: int, hflip: bool = False):
-        self.transform = shift_transform(size, hflip)
+    def __init__(self, size: int, hflip: bool = False, framing: str = "shift"):
+        self.transform = shift_transform(size, hflip, FRAMINGS[framing])
 
     def __call__(self, batch_u8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (N, 1, S, S) → augmented float in [0, 1], each image its own draw."""

@@ -78,6 +78,8 @@ AUGMENTATIONS = {
     "basic": "rotation, shift, scale, brightness, contrast, gamma",
     "shift": "acquisition shift (`cxr.augment`): random zoom-in crops to 35 % of the area, padding, "
     "rotation, brightness, contrast, gamma, blur, JPEG, detector noise, erased patches",
+    "zoom": "acquisition shift (`cxr.augment`) over the whole framing range: zoom-in crops to 20 % of the area, "
+    "zoom-out to 1.6x the side, rotation, brightness, contrast, gamma, blur, JPEG, detector noise, erased patches",
 }
 
 

@@ -88,7 +88,8 @@ def shifted_logits(
     """Raw logits on the clean images and on each shifted copy, reusing the on-disk cache."""
     images = images_u8 if isinstance(images_u8, ShiftedImages) else ShiftedImages(images_u8)
     digest = images.digest
-    name = f"{config.weights_sha256[:16]}-{digest}-flip{int(flip)}.npz"
+    fov = f"-fov{config.fov['sha256'][:8]}" if config.fov else ""  # the crop changes the logits too
+    name = f"{config.weights_sha256[:16]}{fov}-{digest}-flip{int(flip)}.npz"
     path = Path(cache_dir) / "logits" / name if cache_dir else None
     known = dict(np.load(path)) if path and path.exists() else {}
     wanted = [CLEAN, *(s.name for s in shifts)]

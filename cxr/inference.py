@@ -15,6 +15,7 @@ from PIL import Image
 
 from cxr.cam import logit_and_cam, overlay, target_layer_name
 from cxr.data import LABELS
+from cxr.fov import field_of_view, framed, paste
 from cxr.metrics import probabilities
 from cxr.model import (
     ENSEMBLE_NAME,
@@ -34,8 +35,9 @@ def batched_logits(
 ) -> np.ndarray:
     """The one batched inference loop: uint8 (N, 1, S, S) at the model's input size → raw logits.
 
-    Normalisation comes from the model's own data config; ``flip`` averages each logit with its
-    mirror image's (flip TTA).
+    Normalisation comes from the model's own data config, and so does the crop to the lungs for a
+    model with a field of view (``cxr.fov``); ``flip`` averages each logit with its mirror image's
+    (flip TTA).
     """
     pre = preprocessing_for(model)
     device = next(model.parameters()).device
@@ -43,7 +45,7 @@ def batched_logits(
     model.eval()
     chunks = []
     for start in range(0, len(images_u8), batch_size):
-        batch = pre.batch(list(images_u8[start : start + batch_size])).to(device)
+        batch = pre.batch(list(framed(model, images_u8[start : start + batch_size]))).to(device)
         logits = model(batch).squeeze(1)
         if flip:
             logits = (logits + model(batch.flip(-1)).squeeze(1)) / 2
@@ -143,18 +145,23 @@ class Predictor:
         return cls([_load_member(folder)])
 
     def predict(self, image: Image.Image) -> Prediction:
-        """``image`` in any size or mode → calibrated probability, decision and Grad-CAM map."""
-        batch = self.preprocess(image)
+        """``image`` in any size or mode → calibrated probability, decision and Grad-CAM map (in the
+        whole image's frame, also for a model that looks at a crop of it)."""
+        image_u8 = self.preprocess.tensor(image)[None]
         with self._lock:
-            passes = [self._logit_and_cam(member, batch, member.raw_logit(self._decision_z)) for member in self.members]
+            views = [self._view(member, image_u8) for member in self.members]
+            passes = [
+                self._logit_and_cam(member, batch, member.raw_logit(self._decision_z))
+                for member, (batch, _) in zip(self.members, views, strict=True)
+            ]
             z = [member.calibrated_logit(logit) for member, (logit, _, _) in zip(self.members, passes, strict=True)]
             pneumonia = float(np.mean(z)) >= self._decision_z
             maps = []
-            for member, (_, cam_map, _), z_i in zip(self.members, passes, z, strict=True):
+            for member, (batch, box), (_, cam_map, _), z_i in zip(self.members, views, passes, z, strict=True):
                 if (z_i >= self._decision_z) != pneumonia:  # explain the ensemble's decision, not its own
                     forced = -math.inf if pneumonia else math.inf
                     cam_map = logit_and_cam(member.model, batch, forced)[1]
-                maps.append(cam_map)
+                maps.append(paste(cam_map, box) if box is not None else cam_map)
         features = [f[0] if f is not None else None for _, _, f in passes]
         return self._prediction(z, features, np.mean(maps, axis=0))
 
@@ -173,6 +180,14 @@ class Predictor:
             self._prediction([zs[i] for zs in z], [f[i] if f is not None else None for f in features], None)
             for i in range(len(images))
         ]
+
+    def _view(self, member: Member, image_u8: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """What ``member`` looks at: the model input, and the lung box it was cut from (None: the whole image)."""
+        fov = field_of_view(member.model)
+        if fov is None:
+            return self.preprocess.batch(list(image_u8)), None
+        crops, boxes = fov.crop(image_u8)
+        return self.preprocess.batch(list(crops)), boxes[0]
 
     def _logit_and_cam(self, member: Member, batch: torch.Tensor, decision_logit: float):
         with _capture(member) as capture:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -16,11 +15,11 @@ from timm.models import filter_pretrained_cfg
 
 from cxr.data import LABELS, RESIZE, Preprocessing
 from cxr.errors import ModelLoadError
+from cxr.files import CONFIG_NAME, WEIGHTS_NAME, sha256_file
+from cxr.fov import FieldOfView, attach
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 # An ensemble folder: its members in subfolders (each a weights folder) and this file, a ModelConfig
 # whose temperature, bias and threshold calibrate the members' mean calibrated logit.
 ENSEMBLE_NAME = "ensemble.json"
@@ -52,6 +51,7 @@ class ModelConfig:
     stress_metrics: dict = field(default_factory=dict)  # the shift-stress bank at the shipped threshold
     calibration: dict = field(default_factory=dict)  # how temperature, bias and threshold were chosen
     ood: dict = field(default_factory=dict)  # out-of-distribution check (cxr.ood), if fitted
+    fov: dict = field(default_factory=dict)  # field-of-view crop (cxr.fov): its segmenter, if any
     members: list[str] = field(default_factory=list)  # an ensemble's member subfolders (ensemble.json)
 
     def data_config(self) -> dict:
@@ -154,14 +154,6 @@ def preprocessing_for(model: torch.nn.Module) -> Preprocessing:
     return Preprocessing(input_size=size, mean=data_config["mean"][0], std=data_config["std"][0], in_chans=channels)
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_model(
     model: torch.nn.Module, config: ModelConfig, folder: str | Path, dtype: torch.dtype = torch.float16
 ) -> Path:
@@ -201,6 +193,7 @@ def load_model(folder: str | Path) -> tuple[torch.nn.Module, ModelConfig]:
     if problem:
         raise ModelLoadError(f"{weights}: does not match {config.architecture!r} in {folder / CONFIG_NAME}: {problem}")
     model.load_state_dict(state, strict=True)
+    attach(model, FieldOfView.for_weights(folder, config.fov))  # preprocessing travels with the model
     log.info("Loaded %s from %s", config.architecture, folder)
     return model.eval().to(memory_format=torch.channels_last), config
 

@@ -47,3 +47,20 @@ def load_imagenet_lite0(model: torch.nn.Module) -> None:
 
 
 PRETRAINED = {"efficientnet_lite0": load_imagenet_lite0}
+
+
+def load_imagenet_encoder(encoder: torch.nn.Module) -> None:
+    """ImageNet EfficientNet-Lite0 weights into a timm ``features_only`` Lite0 (a segmenter's encoder).
+
+    The features-only network keeps the classifier's parameter names up to its last stage; every
+    one of them must be found.
+    """
+    import timm
+
+    full = timm.create_model("efficientnet_lite0", num_classes=1, in_chans=1)
+    load_imagenet_lite0(full)
+    source, target = full.state_dict(), encoder.state_dict()
+    missing = sorted(set(target) - set(source))
+    if missing:
+        raise ValueError(f"pretrained weights leave {missing[:3]} unset in the encoder")
+    encoder.load_state_dict({name: source[name] for name in target}, strict=True)
