@@ -33,10 +33,11 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cxr.augment import FRAMINGS, ShiftAugment
+from cxr.calibrate import RULES
 from cxr.data import Augment, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.folder import calibrate_and_check, staged, write_records
+from cxr.forward import batched_logits
 from cxr.fov import FOV_DIR, FieldOfView, attach, framed
-from cxr.inference import batched_logits
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import ModelConfig, build_model, freeze_before, preprocessing_for, save_model
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
@@ -84,9 +85,10 @@ parser.add_argument(
 )
 parser.add_argument(
     "--calibration",
-    choices=["stress", "clean"],
+    choices=list(RULES),
     default="stress",
-    help="fit temperature, bias and threshold on clean + shift-stressed validation copies, or clean only",
+    help="the rule that fits temperature, bias and threshold on clean and shift-stressed validation copies "
+    "(cxr.calibrate; every rule is also scored leaving one family of shifts out)",
 )
 parser.add_argument("--target-sensitivity", type=float, default=0.97)
 parser.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke runs)")

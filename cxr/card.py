@@ -114,18 +114,25 @@ def describe_recipe(config: ModelConfig) -> str:
 def describe_rule(config: ModelConfig) -> str:
     """How temperature, bias and threshold were fitted, from what the config records."""
     target = config.train.get("args", {}).get("target_sensitivity", 0.97)
-    if config.calibration.get("rule") == "stress":
-        pooled = f"the clean validation X-rays and their {len(config.calibration['fit_on']) - 1} shifted copies"
+    rule = config.calibration.get("rule")
+    pooled = f"the clean validation X-rays and their {len(config.calibration.get('fit_on', [])) - 1} shifted copies"
+    thresholds = {
+        "stress": f"the highest that keeps sensitivity >= {target:.2f} both on the clean split and on that pool",
+        "families": f"the highest that keeps sensitivity >= {target:.2f} on the clean split and on each family "
+        "of shifts (framing, intensity, texture, geometry, markers) pooled; each family weighs the same in the fit",
+        "worst": f"the highest that keeps sensitivity >= {target:.2f} on the clean split and on every single shift",
+    }
+    if rule in thresholds:
         return (
-            f"Platt scaling, P = sigmoid(logit / temperature + bias), fitted by log-loss on {pooled} pooled; "
-            f"the threshold is the highest that keeps sensitivity >= {target:.2f} both on the clean split and "
-            "on that pool (screening: a missed pneumonia costs more than a false alarm). Fitted on the clean "
-            "split alone, both were over-confident on X-rays from another period. `python -m cxr.calibrate` "
-            "repeats the step on saved weights."
+            f"Rule `{rule}` (`cxr.calibrate`): Platt scaling, P = sigmoid(logit / temperature + bias), fitted by "
+            f"log-loss on {pooled} pooled; the threshold is {thresholds[rule]} (screening: a missed pneumonia "
+            "costs more than a false alarm). The rule was chosen by transfer: fitted without one family of "
+            "shifts and scored on it (`python -m cxr.cli.calibrate --compare`). Fitted on the clean split alone, "
+            "calibration was over-confident on X-rays from another period."
         )
     return (
         "Platt scaling fitted by log-loss on the clean validation split; the threshold is the highest that "
-        f"keeps validation sensitivity >= {target:.2f}. (Not refitted with the stress rule.)"
+        f"keeps validation sensitivity >= {target:.2f}. (Not refitted with a stress rule.)"
     )
 
 

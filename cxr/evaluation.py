@@ -19,7 +19,7 @@ import torch
 
 from cxr.data import Sample, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.errors import DataError
-from cxr.inference import batched_logits
+from cxr.forward import batched_logits
 from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
 from cxr.model import ENSEMBLE_NAME, ModelConfig, is_ensemble, load_model
 from cxr.stress import BANK, Shift, apply_shift, shift_by_name

@@ -109,12 +109,11 @@ def calibrate_model(
     rule: str = "stress",
     cache_dir: str | Path = ".cache",
 ) -> None:
-    """Set ``config``'s calibration by ``rule`` from ``model``'s logits on the validation images
-    (clean, and for the stress rule shifted by the bank)."""
+    """Set ``config``'s calibration by ``rule`` (``cxr.calibrate.RULES``) from ``model``'s logits on the
+    validation images, clean and shifted by the bank (every rule is also scored by transfer)."""
     from cxr.calibrate import calibrate
     from cxr.evaluation import shifted_logits
     from cxr.stress import BANK
 
-    shifts = BANK if rule == "stress" else ()  # the rule: fit on clean + shifted validation copies
-    logits = shifted_logits(model, config, val_images, shifts, cache_dir=cache_dir)  # cached for cxr.evaluate
-    calibrate(config, logits, labels, target_sensitivity)
+    logits = shifted_logits(model, config, val_images, BANK, cache_dir=cache_dir)  # cached for cxr.evaluate
+    calibrate(config, logits, labels, target_sensitivity, rule)

@@ -15,7 +15,8 @@ from PIL import Image
 
 from cxr.cam import logit_and_cam, overlay, target_layer_name
 from cxr.data import LABELS
-from cxr.fov import field_of_view, framed, paste
+from cxr.forward import FeatureCapture, batched_logits
+from cxr.fov import field_of_view, paste
 from cxr.metrics import probabilities
 from cxr.model import (
     ENSEMBLE_NAME,
@@ -26,32 +27,7 @@ from cxr.model import (
     load_model,
     preprocessing_for,
 )
-from cxr.ood import FeatureCapture, OodScorer
-
-
-@torch.no_grad()
-def batched_logits(
-    model: torch.nn.Module, images_u8: torch.Tensor, batch_size: int = 64, flip: bool = False
-) -> np.ndarray:
-    """The one batched inference loop: uint8 (N, 1, S, S) at the model's input size → raw logits.
-
-    Normalisation comes from the model's own data config, and so does the crop to the lungs for a
-    model with a field of view (``cxr.fov``); ``flip`` averages each logit with its mirror image's
-    (flip TTA).
-    """
-    pre = preprocessing_for(model)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    chunks = []
-    for start in range(0, len(images_u8), batch_size):
-        batch = pre.batch(list(framed(model, images_u8[start : start + batch_size]))).to(device)
-        logits = model(batch).squeeze(1)
-        if flip:
-            logits = (logits + model(batch.flip(-1)).squeeze(1)) / 2
-        chunks.append(logits.float().cpu())
-    model.train(was_training)
-    return torch.cat(chunks).numpy()
+from cxr.ood import OodScorer
 
 
 @dataclass(frozen=True)

@@ -13,50 +13,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from cxr.forward import FeatureCapture, batched_logits
 from cxr.model import CONFIG_NAME, ModelConfig, ModelLoadError, sha256_file
 
 OOD_NAME = "ood.safetensors"
 VAL_PASS = 0.99
-
-
-class FeatureCapture:
-    """Captures features during forward passes (no second pass): by default the pooled features
-    entering the classifier; with ``layer``, that module's output averaged over space.
-
-    A context manager like grad-cam's: the hook lives only inside ``with``. ``features`` is the
-    last pass's, ``all()`` every pass's since entering, in order.
-    """
-
-    def __init__(self, model: torch.nn.Module, layer: str | None = None):
-        self.batches: list[torch.Tensor] = []
-        if layer:
-            self._handle = model.get_submodule(layer).register_forward_hook(self._pool)
-        else:
-            self._handle = model.get_classifier().register_forward_pre_hook(self._keep)
-
-    @property
-    def features(self) -> torch.Tensor | None:
-        """The last pass's features (N, C), or None before any pass."""
-        return self.batches[-1] if self.batches else None
-
-    def all(self) -> torch.Tensor:
-        """Every pass's features since entering, concatenated in order."""
-        return torch.cat(self.batches)
-
-    def _keep(self, _module, inputs) -> None:
-        self.batches.append(inputs[0].detach().float().flatten(1))
-
-    def _pool(self, _module, _inputs, output) -> None:
-        self.batches.append(output.detach().float().mean(dim=(2, 3)))
-
-    def close(self) -> None:
-        self._handle.remove()
-
-    def __enter__(self) -> FeatureCapture:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()  # the hook must not outlive the passes it was set for
 
 
 class OodScorer:
@@ -82,8 +43,6 @@ class OodScorer:
 
 def pooled_features(model: torch.nn.Module, images_u8: torch.Tensor, layer: str | None = None) -> torch.Tensor:
     """The features the check scores, for uint8 images at input size, from the one batched loop."""
-    from cxr.inference import batched_logits  # inference imports this module for OodScorer
-
     with FeatureCapture(model, layer) as capture:
         batched_logits(model, images_u8, batch_size=128)
     return capture.all()

@@ -113,6 +113,22 @@ BANK: tuple[Shift, ...] = (
 )
 
 
+# The bank's kinds of change, grouped into the families a calibration rule is judged by: a rule fitted
+# without one family must still hold on it (``cxr.calibrate.transfer``).
+FAMILIES = {
+    "framing": ("framing",),
+    "intensity": ("exposure", "contrast"),
+    "texture": ("blur", "sharpening", "detector noise", "compression", "resize path"),
+    "geometry": ("rotation",),
+    "markers": ("marker letters",),
+}
+
+
+def family_of(shift: Shift) -> str:
+    """The family (``FAMILIES``) a shift of the bank belongs to."""
+    return next(family for family, kinds in FAMILIES.items() if shift.kind in kinds)
+
+
 def shift_by_name(name: str) -> Shift:
     for shift in BANK:
         if shift.name == name:

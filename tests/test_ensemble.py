@@ -10,7 +10,8 @@ import torch
 from scipy.special import expit, logit
 
 from cxr.cam import logit_and_cam
-from cxr.inference import Member, Predictor, batched_logits
+from cxr.forward import batched_logits
+from cxr.inference import Member, Predictor
 from cxr.io import read_xray
 from cxr.model import ModelConfig, build_model
 from tests.conftest import EXAMPLES

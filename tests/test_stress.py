@@ -14,8 +14,8 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 from cxr.augment import ShiftAugment
 from cxr.data import Sample, decode_samples, list_samples
 from cxr.evaluation import STRESS_FIELDS, evaluate, validation_samples
+from cxr.forward import batched_logits
 from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
-from cxr.inference import batched_logits
 from cxr.metrics import expected_calibration_error, probabilities
 from cxr.model import load_model
 from cxr.stress import BANK, apply_shift, shift_by_name

@@ -1,0 +1,157 @@
+"""Site adaptation for a batch of X-rays from one site: BatchNorm statistics re-estimated on its images.
+
+A network's BatchNorm layers normalise each channel with the mean and variance seen in training.
+X-rays from another site (another detector, exposure, collimation) move those statistics, and the
+calibrated probabilities move with them. Given many unlabelled images from one site, re-estimating
+the statistics on them (AdaBN, Li et al. 2016; with a prior on the training statistics as in
+Schneider et al. 2020, "Improving robustness against common corruptions by covariate shift
+adaptation") takes the site's shift out of the features before the head reads them. No label is
+used, no weight is trained, and the model is restored afterwards.
+
+Its assumption: the batch is one site. It fails on a batch thrown together from two archives, and
+worst when the archives differ by label too (normals from one, pneumonias from another): then the
+statistics it removes carry the label. :func:`mixture` tests the batch for two sources before
+adapting (two clusters in the frozen ImageNet features that the out-of-distribution check uses,
+separated more than one site's images are) and adaptation is refused with a one-line reason.
+
+Never on the single-image path: one image has no statistics to estimate (``MIN_IMAGES``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cxr.forward import batched_logits
+from cxr.fov import framed
+from cxr.model import preprocessing_for
+from cxr.ood import pooled_features
+
+log = logging.getLogger(__name__)
+
+MIN_IMAGES = 32  # fewer images do not estimate a channel's mean and variance well enough
+PRIOR_IMAGES = 16  # the training statistics count as this many images (Schneider et al.'s N)
+MAX_IMAGES = 2048  # statistics from at most this many images of a larger batch (a seeded sample)
+MIXED_SEPARATION = 1.0  # two clusters further apart than this (see ``mixture``): two sources, no adaptation
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """What happened to a batch: adapted or not, on how many images, and why not."""
+
+    adapted: bool
+    images: int
+    reason: str = ""
+    separation: float | None = None  # the mixture statistic (``mixture``), when measured
+
+    def message(self) -> str:
+        if self.adapted:
+            return f"site adaptation: BatchNorm statistics re-estimated on {self.images} images"
+        return f"site adaptation skipped: {self.reason}"
+
+
+def _norms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def _batch_statistics(model: torch.nn.Module, images_u8: torch.Tensor, chunk: int) -> list[tuple]:
+    """Each BatchNorm's mean and variance on ``images_u8``, every layer seeing the adapted ones before it."""
+    pre, norms = preprocessing_for(model), _norms(model)
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the chunks
+        m.train()
+    try:
+        for start in range(0, len(images_u8), chunk):
+            model(pre.batch(list(framed(model, images_u8[start : start + chunk]))))
+        return [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    finally:
+        for m, (momentum, training) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)
+
+
+@contextlib.contextmanager
+def adapted(
+    model: torch.nn.Module,
+    images_u8: torch.Tensor,
+    mixture_layer: str | None = None,
+    check_mixture: bool = True,
+    seed: int = 0,
+) -> Iterator[Adaptation]:
+    """Inside the block, ``model`` normalises with statistics of ``images_u8`` (uint8 (N, 1, S, S));
+    restored on exit. Too few images, or a batch that looks like two sources (measured on
+    ``mixture_layer``'s pooled output: the OOD check's layer, ``config.ood["layer"]``): unchanged,
+    and the ``Adaptation`` yielded says why."""
+    n = len(images_u8)
+    if n < MIN_IMAGES:
+        yield Adaptation(False, n, f"{n} image(s); adaptation needs at least {MIN_IMAGES} from one site")
+        return
+    if n > MAX_IMAGES:
+        pick = torch.from_numpy(np.random.default_rng(seed).choice(n, MAX_IMAGES, replace=False))
+        images_u8, n = images_u8[pick.sort().values], MAX_IMAGES
+    separation = None
+    if check_mixture:
+        separation = mixture(model, images_u8, mixture_layer)
+        if separation > MIXED_SEPARATION:
+            reason = f"the images look like two sources (cluster separation {separation:.2f} > {MIXED_SEPARATION})"
+            yield Adaptation(False, n, reason + "; adapt each source's folder on its own", separation)
+            return
+    norms = _norms(model)
+    source = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    target = _batch_statistics(model, images_u8, chunk=min(n, 256))
+    weight = n / (n + PRIOR_IMAGES)
+    try:
+        for m, (mean0, var0), (mean1, var1) in zip(norms, source, target, strict=True):
+            m.running_mean.copy_((1 - weight) * mean0 + weight * mean1)
+            m.running_var.copy_((1 - weight) * var0 + weight * var1)
+        log.info("BatchNorm statistics of %d layers re-estimated on %d images", len(norms), n)
+        yield Adaptation(True, n, separation=separation)
+    finally:
+        for m, (mean0, var0) in zip(norms, source, strict=True):
+            m.running_mean.copy_(mean0)
+            m.running_var.copy_(var0)
+
+
+def mixture(model: torch.nn.Module, images_u8: torch.Tensor, layer: str | None = None) -> float:
+    """How clearly the batch splits into two sources: 2-means on ``layer``'s pooled features, the
+    distance between the two centres over the within-cluster spread, weighted by how balanced the
+    split is (a few outliers are not a second source)."""
+    from sklearn.cluster import KMeans
+
+    features = pooled_features(model, images_u8, layer).double().numpy()
+    features = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    clusters = KMeans(n_clusters=2, n_init=4, random_state=0).fit(features)
+    sizes = np.bincount(clusters.labels_, minlength=2)
+    spread = np.sqrt(clusters.inertia_ / len(features))
+    distance = float(np.linalg.norm(clusters.cluster_centers_[0] - clusters.cluster_centers_[1]))
+    balance = 2 * sizes.min() / sizes.sum()  # 1 for halves, near 0 for a handful of outliers
+    return distance / max(spread, 1e-6) * balance
+
+
+def adapted_logits(
+    model: torch.nn.Module,
+    images_u8: torch.Tensor,
+    batch_size: int = 0,
+    mixture_layer: str | None = None,
+    check_mixture: bool = True,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[Adaptation]]:
+    """Raw logits of ``images_u8``, each batch adapted on itself: the images in a seeded random
+    order cut into batches of ``batch_size`` (0: all of them, one batch), logits back in input order."""
+    order = np.random.default_rng(seed).permutation(len(images_u8)) if batch_size else np.arange(len(images_u8))
+    size = batch_size or len(images_u8)
+    logits, reports = np.empty(len(images_u8), dtype=np.float32), []
+    for start in range(0, len(order), size):
+        index = torch.from_numpy(order[start : start + size])
+        with adapted(model, images_u8[index], mixture_layer, check_mixture, seed) as report:
+            logits[index.numpy()] = batched_logits(model, images_u8[index])
+        reports.append(report)
+    return logits, reports
