@@ -16,6 +16,7 @@ from PIL import Image
 
 from cxr import ImageReadError, ModelLoadError, Predictor, model_choices, read_xray
 from cxr.examples import bundled_examples
+from cxr.ood import REASON as OOD_REASON
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 # The model serves one request at a time (Predictor's lock), so it may use every core this process
@@ -40,8 +41,8 @@ def predictor_for(name: str) -> Predictor:
 
 
 UNUSUAL = (
-    "This image does not look like the chest X-rays the model was trained on "
-    "(far from them in its feature space): the result is unreliable."
+    f"This image looks {OOD_REASON} (pediatric chest X-rays, ages 1-5; far from them in the model's "
+    "feature space): the result is unreliable."
 )
 UNCERTAIN = (
     "The ensemble's members disagree on this X-ray (some on each side of the threshold): treat it as borderline."

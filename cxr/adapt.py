@@ -29,13 +29,13 @@ import torch
 
 from cxr.forward import batched_logits
 from cxr.fov import framed
-from cxr.model import preprocessing_for
+from cxr.model import ModelConfig, preprocessing_for
 from cxr.ood import pooled_features
 
 log = logging.getLogger(__name__)
 
 MIN_IMAGES = 32  # fewer images do not estimate a channel's mean and variance well enough
-PRIOR_IMAGES = 16  # the training statistics count as this many images (Schneider et al.'s N)
+PRIOR_IMAGES = 64  # the training statistics count as this many images (Schneider et al.'s N)
 MAX_IMAGES = 2048  # statistics from at most this many images of a larger batch (a seeded sample)
 MIXED_SEPARATION = 1.0  # two clusters further apart than this (see ``mixture``): two sources, no adaptation
 
@@ -55,14 +55,26 @@ class Adaptation:
         return f"site adaptation skipped: {self.reason}"
 
 
-def _norms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+def trained_norms(model: torch.nn.Module, config: ModelConfig) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers whose statistics were estimated on the training X-rays.
+
+    Layers before the recipe's ``freeze_until`` kept their ImageNet statistics in training, and the
+    layers after them learned on features normalised that way: re-estimating those on X-rays would
+    move every feature the head knows (measured: it costs clean specificity), so they stay.
+    """
+    first = config.train.get("args", {}).get("freeze_until")
+    norms, reached = [], not first
+    for name, module in model.named_modules():
+        reached = reached or name == first or name.startswith(f"{first}.")
+        if reached and isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            norms.append(module)
+    return norms
 
 
 @torch.no_grad()
-def _batch_statistics(model: torch.nn.Module, images_u8: torch.Tensor, chunk: int) -> list[tuple]:
-    """Each BatchNorm's mean and variance on ``images_u8``, every layer seeing the adapted ones before it."""
-    pre, norms = preprocessing_for(model), _norms(model)
+def _batch_statistics(model: torch.nn.Module, norms: list, images_u8: torch.Tensor, chunk: int) -> list[tuple]:
+    """Each of ``norms``' mean and variance on ``images_u8``, every layer seeing the adapted ones before it."""
+    pre = preprocessing_for(model)
     saved = [(m.momentum, m.training) for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -81,15 +93,15 @@ def _batch_statistics(model: torch.nn.Module, images_u8: torch.Tensor, chunk: in
 @contextlib.contextmanager
 def adapted(
     model: torch.nn.Module,
+    config: ModelConfig,
     images_u8: torch.Tensor,
-    mixture_layer: str | None = None,
     check_mixture: bool = True,
     seed: int = 0,
 ) -> Iterator[Adaptation]:
-    """Inside the block, ``model`` normalises with statistics of ``images_u8`` (uint8 (N, 1, S, S));
-    restored on exit. Too few images, or a batch that looks like two sources (measured on
-    ``mixture_layer``'s pooled output: the OOD check's layer, ``config.ood["layer"]``): unchanged,
-    and the ``Adaptation`` yielded says why."""
+    """Inside the block, ``model``'s trained BatchNorm layers (:func:`trained_norms`) normalise with
+    statistics of ``images_u8`` (uint8 (N, 1, S, S)); restored on exit. Too few images, or a batch
+    that looks like two sources (:func:`mixture`, on the OOD check's layer): unchanged, and the
+    ``Adaptation`` yielded says why."""
     n = len(images_u8)
     if n < MIN_IMAGES:
         yield Adaptation(False, n, f"{n} image(s); adaptation needs at least {MIN_IMAGES} from one site")
@@ -99,14 +111,17 @@ def adapted(
         images_u8, n = images_u8[pick.sort().values], MAX_IMAGES
     separation = None
     if check_mixture:
-        separation = mixture(model, images_u8, mixture_layer)
+        separation = mixture(model, images_u8, config.ood.get("layer"))
         if separation > MIXED_SEPARATION:
             reason = f"the images look like two sources (cluster separation {separation:.2f} > {MIXED_SEPARATION})"
             yield Adaptation(False, n, reason + "; adapt each source's folder on its own", separation)
             return
-    norms = _norms(model)
+    norms = trained_norms(model, config)
+    if not norms:
+        yield Adaptation(False, n, "this model has no BatchNorm layers trained on X-rays to adapt", separation)
+        return
     source = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
-    target = _batch_statistics(model, images_u8, chunk=min(n, 256))
+    target = _batch_statistics(model, norms, images_u8, chunk=min(n, 256))
     weight = n / (n + PRIOR_IMAGES)
     try:
         for m, (mean0, var0), (mean1, var1) in zip(norms, source, target, strict=True):
@@ -138,9 +153,9 @@ def mixture(model: torch.nn.Module, images_u8: torch.Tensor, layer: str | None =
 
 def adapted_logits(
     model: torch.nn.Module,
+    config: ModelConfig,
     images_u8: torch.Tensor,
     batch_size: int = 0,
-    mixture_layer: str | None = None,
     check_mixture: bool = True,
     seed: int = 0,
 ) -> tuple[np.ndarray, list[Adaptation]]:
@@ -151,7 +166,7 @@ def adapted_logits(
     logits, reports = np.empty(len(images_u8), dtype=np.float32), []
     for start in range(0, len(order), size):
         index = torch.from_numpy(order[start : start + size])
-        with adapted(model, images_u8[index], mixture_layer, check_mixture, seed) as report:
+        with adapted(model, config, images_u8[index], check_mixture, seed) as report:
             logits[index.numpy()] = batched_logits(model, images_u8[index])
         reports.append(report)
     return logits, reports

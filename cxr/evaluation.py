@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cxr.adapt import adapted_logits
 from cxr.data import Sample, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.errors import DataError
 from cxr.forward import batched_logits
@@ -60,6 +61,7 @@ class Member:
 
     config: ModelConfig
     logits: dict[str, np.ndarray]
+    adaptation: dict[str, str] = field(default_factory=dict)  # by shift: what site adaptation did
 
     def probabilities(self, shift: str = CLEAN) -> np.ndarray:
         return probabilities(self.logits[shift], self.config.temperature, self.config.logit_bias)
@@ -135,11 +137,14 @@ def load_members(
     shifts: Iterable[Shift] = (),
     flip: bool = False,
     cache_dir: str | Path | None = ".cache",
+    adapt: bool = False,
 ) -> list[Member]:
     """Load each weights folder and compute its logits on the images, clean and under ``shifts``.
 
     An ensemble folder is one Member whose logits are its members' mean calibrated logit, the
-    quantity its own temperature, bias and threshold apply to (as in ``Predictor``).
+    quantity its own temperature, bias and threshold apply to (as in ``Predictor``). ``adapt``:
+    each set of images (the clean ones, each shifted copy) is one site's batch, adapted on itself
+    (``cxr.adapt``; not cached).
     """
     shifts = tuple(shifts)
     images = images_u8 if isinstance(images_u8, ShiftedImages) else ShiftedImages(images_u8)
@@ -147,14 +152,29 @@ def load_members(
     for folder in map(Path, weights):
         if is_ensemble(folder):
             config = ModelConfig.from_json(folder / ENSEMBLE_NAME)
-            inner = load_members([folder / name for name in config.members], images, shifts, flip, cache_dir)
-            members.append(Member(config, mean_calibrated_logits(inner)))
+            inner = load_members([folder / name for name in config.members], images, shifts, flip, cache_dir, adapt)
+            members.append(Member(config, mean_calibrated_logits(inner), inner[0].adaptation))
             continue
         model, config = load_model(folder)
         if model.pretrained_cfg["input_size"][-1] != images[CLEAN].shape[-1]:
             raise ValueError(f"{folder}: input size differs from the other members'")
-        members.append(Member(config, shifted_logits(model, config, images, shifts, flip, cache_dir)))
+        if adapt:
+            members.append(site_adapted_member(model, config, images, shifts))
+        else:
+            members.append(Member(config, shifted_logits(model, config, images, shifts, flip, cache_dir)))
     return members
+
+
+def site_adapted_member(
+    model: torch.nn.Module, config: ModelConfig, images: ShiftedImages, shifts: Iterable[Shift] = ()
+) -> Member:
+    """A Member whose logits on each set of images (clean, each shift) come from the model adapted to
+    that set as one site's batch."""
+    logits, messages = {}, {}
+    for name in [CLEAN, *(s.name for s in shifts)]:
+        logits[name], reports = adapted_logits(model, config, images[name])
+        messages[name] = reports[0].message()
+    return Member(config, logits, messages)
 
 
 def mean_calibrated_logits(members: list[Member]) -> dict[str, np.ndarray]:
@@ -173,14 +193,18 @@ def evaluate(
     stress: bool = False,
     images_u8: torch.Tensor | None = None,
     cache_dir: str | Path | None = ".cache",
+    adapt: bool = False,
 ) -> dict:
-    """Clean metrics (and, with ``stress``, the bank's) of one model or an ensemble on ``samples``."""
+    """Clean metrics (and, with ``stress``, the bank's) of one model or an ensemble on ``samples``;
+    ``adapt``: with site adaptation on the images (and on each shifted copy) as one batch."""
     weights = [weights] if isinstance(weights, str | Path) else list(weights)
     if images_u8 is None:
         images_u8 = decode_samples(samples, read_config(weights[0]).input_size)
     labels = np.array([s.label for s in samples])
-    members = load_members(weights, images_u8, BANK if stress else (), flip, cache_dir)
+    members = load_members(weights, images_u8, BANK if stress else (), flip, cache_dir, adapt)
     report = clean_metrics(members, labels)
+    if adapt:
+        report["adaptation"] = members[0].adaptation[CLEAN]
     if stress:
         report.update(stress_metrics(members, labels))
     if plots:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import math
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cxr.adapt import Adaptation, adapted
 from cxr.cam import logit_and_cam, overlay, target_layer_name
 from cxr.data import LABELS
 from cxr.forward import FeatureCapture, batched_logits
@@ -27,6 +29,7 @@ from cxr.model import (
     load_model,
     preprocessing_for,
 )
+from cxr.ood import REASON as OOD_REASON
 from cxr.ood import OodScorer
 
 
@@ -52,6 +55,7 @@ class Prediction:
             "decision": self.label,
             "threshold": self.threshold,
             "unusual": self.unusual,
+            "reason": OOD_REASON if self.unusual else None,  # why "unusual", in words a client can show
             "uncertain": self.uncertain,
             "ood_distance": self.ood_distance,
         }
@@ -96,7 +100,7 @@ class Predictor:
             with contextlib.suppress(ValueError):  # a parameter-free target stage: keep full gradients
                 freeze_before(member.model, target_layer_name(member.model))
         # Grad-CAM hooks live on the shared models, so one request at a time may hold them.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by screen() inside adapted_to()
         p = min(max(self.config.threshold, 1e-6), 1 - 1e-6)
         # P >= threshold  <=>  mean calibrated logit >= this value
         self._decision_z = math.log(p / (1 - p)) if not self.ensemble else self._uncalibrate(math.log(p / (1 - p)))
@@ -156,6 +160,13 @@ class Predictor:
             self._prediction([zs[i] for zs in z], [f[i] if f is not None else None for f in features], None)
             for i in range(len(images))
         ]
+
+    @contextlib.contextmanager
+    def adapted_to(self, images_u8: torch.Tensor) -> Iterator[list[Adaptation]]:
+        """Every member adapted to one site's batch (uint8 (N, 1, S, S) at input size) inside the block
+        (``cxr.adapt``): for batch screening of one site, never for a single image."""
+        with self._lock, contextlib.ExitStack() as stack:
+            yield [stack.enter_context(adapted(m.model, images_u8, m.config.ood.get("layer"))) for m in self.members]
 
     def _view(self, member: Member, image_u8: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
         """What ``member`` looks at: the model input, and the lung box it was cut from (None: the whole image)."""

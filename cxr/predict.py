@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -68,6 +69,13 @@ def _overlay_path(cam_dir: Path, file: Path, taken: set[str]) -> Path:
         name = f"{file.stem}-{n}.png"
     taken.add(name)
     return cam_dir / name
+
+
+def read_for_adaptation(predictor: Predictor, files: list[Path]) -> torch.Tensor:
+    """Every readable file at the model's input size (uint8 (N, 1, S, S)): one site's batch to adapt on."""
+    images = [_read(file) for file in tqdm(files, desc="read for adaptation", unit="img", file=sys.stderr)]
+    tensors = [predictor.preprocess.tensor(image) for image in images if isinstance(image, Image.Image)]
+    return torch.stack(tensors) if tensors else torch.zeros(0, 1, 1, 1, dtype=torch.uint8)
 
 
 def predict_files(

@@ -5,13 +5,17 @@
     python -m cxr.evaluate --data ../shared/data/val_originals --json --plots plots/
     python -m cxr.evaluate --data ../shared/data/chest_xray --split val --flip-tta        # a lever, measured
     python -m cxr.evaluate --data ../shared/data/chest_xray --split val --weights A B    # an ensemble
+    python -m cxr.cli.evaluate --data DIR --json --adapt       # site adaptation on DIR's images as one batch
 
 Uses the weights' own preprocessing, temperature and threshold. Several --weights: the mean of their
 calibrated probabilities at the mean of their thresholds. --flip-tta: each logit is the mean of the
 image's and its mirror image's (the threshold was chosen without it: compare AUCs). --stress: the
 same metrics on every validation X-ray changed by each acquisition change of ``cxr.stress.BANK``,
 plus the worst of each over the bank; with --split val it also reports the full-size
-``val_originals`` beside the data folder (another decoding pipeline), when present.
+``val_originals`` beside the data folder (another decoding pipeline), when present. --adapt: the
+images are treated as one site's batch and the model's BatchNorm statistics re-estimated on them
+(``cxr.adapt``; with --stress, each shifted copy on its own); fewer than 32 images, or a folder that
+looks like two sources, are scored without it and the report's "adaptation" line says so.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["val"], default=None, help="the config's validation split of DATA/train")
     parser.add_argument("--stress", action="store_true", help="also evaluate under the shift-stress bank")
     parser.add_argument("--flip-tta", action="store_true", help="average each logit with its mirror image's")
+    parser.add_argument("--adapt", action="store_true", help="site adaptation on the images (one batch)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--plots", default=None, metavar="OUT", help="write ROC, PR, reliability, confusion PNGs")
     add_data_arguments(parser, "folder with NORMAL/ and PNEUMONIA/ (or train/ for --split)")
@@ -60,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         samples, images = splits[0], cached_images(splits[0], configs[0], "val", args.cache_dir)
     else:
         samples = list_samples(args.data)
-    report = evaluate(weights, samples, args.plots, args.flip_tta, args.stress, images, args.cache_dir)
+    report = evaluate(weights, samples, args.plots, args.flip_tta, args.stress, images, args.cache_dir, args.adapt)
     originals = Path(args.data).parent / "val_originals"
     if args.stress and args.split == "val" and originals.is_dir():
-        report["val_originals"] = evaluate(weights, list_samples(originals), flip=args.flip_tta)
+        report["val_originals"] = evaluate(weights, list_samples(originals), flip=args.flip_tta, adapt=args.adapt)
     print_report(report, args.json)
     return 0
 
