@@ -37,7 +37,7 @@ from cxr.calibrate import RULES
 from cxr.data import Augment, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.folder import calibrate_and_check, staged, write_records
 from cxr.forward import batched_logits
-from cxr.fov import FOV_DIR, FieldOfView, attach, framed
+from cxr.fov import FOV_DIR, FieldOfView, attach
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import ModelConfig, build_model, freeze_before, preprocessing_for, save_model
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
@@ -85,10 +85,10 @@ parser.add_argument(
 )
 parser.add_argument(
     "--calibration",
-    choices=list(RULES),
-    default="stress",
+    choices=[*RULES, "best"],
+    default="best",
     help="the rule that fits temperature, bias and threshold on clean and shift-stressed validation copies "
-    "(cxr.calibrate; every rule is also scored leaving one family of shifts out)",
+    "(cxr.calibrate); best = the one that transfers best to a family of shifts left out",
 )
 parser.add_argument("--target-sensitivity", type=float, default=0.97)
 parser.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke runs)")
@@ -165,8 +165,12 @@ if args.freeze_until:
     log.info("froze %d parameter tensors (before %s)", frozen, args.freeze_until)
 preprocess = preprocessing_for(model)  # from the model's data config, as evaluation and the app derive it
 fov = FieldOfView.load(args.fov) if args.fov else None
+if fov is not None and (fov.config.train or {}).get("split") != {
+    "seed": args.split_seed,
+    "val_fraction": args.val_fraction,
+}:
+    parser.error("--fov: the segmenter held out another validation split's masks (cxr.cli.segmenter --split-seed)")
 attach(model, fov)  # validation (batched_logits) crops as the app will; the shipped folder carries it
-train_inputs = framed(model, train_x)  # cut to the lungs once; augmentation then varies the framing around it
 model = model.to(device, memory_format=torch.channels_last)
 net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 frozen_norms = [
@@ -278,7 +282,9 @@ for epoch in range(first_epoch, args.epochs + 1):
     order, losses, seen, epoch_start = epoch_order(), [], 0, time.time()
     for i in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}", mininterval=10):
         index = order[i : i + args.batch_size]
-        inputs = preprocess.normalize(augment(train_inputs[index], aug_generator))
+        augmented = augment(train_x[index], aug_generator)
+        # Framing is varied first, then cut to the lungs: what the app does with a film framed any way.
+        inputs = preprocess.normalize(fov.crop(augmented)[0] if fov is not None else augmented)
         inputs, targets = batch_targets(inputs, train_y[index])
         logits = net(inputs.to(device)).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(logits, targets.to(device), pos_weight=pos_weight)
@@ -365,7 +371,15 @@ with staged(out) as staging:  # the app and cxr.evaluate see the folder only onc
         config.fov = fov.save(staging / FOV_DIR)
     save_model(model, config, staging)
     calibrate_and_check(
-        staging, config, val_x, val_y, train_x, args.target_sensitivity, args.calibration, args.cache_dir
+        staging,
+        config,
+        val_x,
+        val_y,
+        train_x,
+        args.target_sensitivity,
+        args.calibration,
+        args.cache_dir,
+        np.array([s.patient for s in val_samples]),
     )
     write_records(staging, config, history=history, published_as=out)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 MIN_IMAGES = 32  # fewer images do not estimate a channel's mean and variance well enough
 PRIOR_IMAGES = 64  # the training statistics count as this many images (Schneider et al.'s N)
-MAX_IMAGES = 2048  # statistics from at most this many images of a larger batch (a seeded sample)
+MAX_IMAGES = 1024  # statistics from at most this many images of a larger batch (a seeded sample), in one pass
 MIXED_SEPARATION = 1.0  # two clusters further apart than this (see ``mixture``): two sources, no adaptation
 
 
@@ -72,22 +72,37 @@ def trained_norms(model: torch.nn.Module, config: ModelConfig) -> list[torch.nn.
 
 
 @torch.no_grad()
-def _batch_statistics(model: torch.nn.Module, norms: list, images_u8: torch.Tensor, chunk: int) -> list[tuple]:
-    """Each of ``norms``' mean and variance on ``images_u8``, every layer seeing the adapted ones before it."""
+def _batch_statistics(model: torch.nn.Module, norms: list, images_u8: torch.Tensor) -> list[tuple]:
+    """Each of ``norms``' mean and variance on ``images_u8`` in one pass (every layer normalising with
+    the batch's own statistics, so each sees the adapted layers before it); the model is left in
+    eval mode with its statistics as they were."""
     pre = preprocessing_for(model)
-    saved = [(m.momentum, m.training) for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the chunks
-        m.train()
+    device = next(model.parameters()).device
+    saved = [_snapshot(m) for m in norms]
+    model.eval()
     try:
-        for start in range(0, len(images_u8), chunk):
-            model(pre.batch(list(framed(model, images_u8[start : start + chunk]))))
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # with one pass: exactly this batch's statistics
+            m.train()
+        model(pre.batch(list(framed(model, images_u8))).to(device))
         return [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
     finally:
-        for m, (momentum, training) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            m.train(training)
+        for m, state in zip(norms, saved, strict=True):
+            _restore(m, state)
+            m.eval()
+
+
+def _snapshot(norm: torch.nn.modules.batchnorm._BatchNorm) -> tuple:
+    return norm.running_mean.clone(), norm.running_var.clone(), norm.num_batches_tracked.clone(), norm.momentum
+
+
+def _restore(norm: torch.nn.modules.batchnorm._BatchNorm, state: tuple) -> None:
+    mean, var, tracked, momentum = state
+    norm.running_mean.copy_(mean)
+    norm.running_var.copy_(var)
+    norm.num_batches_tracked.copy_(tracked)
+    norm.momentum = momentum
 
 
 @contextlib.contextmanager
@@ -120,19 +135,18 @@ def adapted(
     if not norms:
         yield Adaptation(False, n, "this model has no BatchNorm layers trained on X-rays to adapt", separation)
         return
-    source = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
-    target = _batch_statistics(model, norms, images_u8, chunk=min(n, 256))
+    saved = [_snapshot(m) for m in norms]
     weight = n / (n + PRIOR_IMAGES)
     try:
-        for m, (mean0, var0), (mean1, var1) in zip(norms, source, target, strict=True):
+        target = _batch_statistics(model, norms, images_u8)
+        for m, (mean0, var0, _, _), (mean1, var1) in zip(norms, saved, target, strict=True):
             m.running_mean.copy_((1 - weight) * mean0 + weight * mean1)
             m.running_var.copy_((1 - weight) * var0 + weight * var1)
         log.info("BatchNorm statistics of %d layers re-estimated on %d images", len(norms), n)
         yield Adaptation(True, n, separation=separation)
     finally:
-        for m, (mean0, var0) in zip(norms, source, strict=True):
-            m.running_mean.copy_(mean0)
-            m.running_var.copy_(var0)
+        for m, state in zip(norms, saved, strict=True):
+            _restore(m, state)
 
 
 def mixture(model: torch.nn.Module, images_u8: torch.Tensor, layer: str | None = None) -> float:
@@ -162,7 +176,7 @@ def adapted_logits(
     """Raw logits of ``images_u8``, each batch adapted on itself: the images in a seeded random
     order cut into batches of ``batch_size`` (0: all of them, one batch), logits back in input order."""
     order = np.random.default_rng(seed).permutation(len(images_u8)) if batch_size else np.arange(len(images_u8))
-    size = batch_size or len(images_u8)
+    size = max(1, batch_size or len(images_u8))
     logits, reports = np.empty(len(images_u8), dtype=np.float32), []
     for start in range(0, len(order), size):
         index = torch.from_numpy(order[start : start + size])

@@ -16,6 +16,7 @@ import numpy as np
 from cxr.calibrate import calibrate
 from cxr.evaluation import cached_images, load_members, mean_calibrated_logits, validation_samples
 from cxr.folder import staged, write_records
+from cxr.fov import FOV_DIR
 from cxr.model import CONFIG_NAME, WEIGHTS_NAME, ModelConfig, ModelLoadError, load_model, same_split
 from cxr.ood import OOD_NAME
 from cxr.stress import BANK
@@ -59,6 +60,8 @@ def build_ensemble(
             for file in MEMBER_FILES:
                 if (member / file).is_file():
                     shutil.copy2(member / file, staging / name / file)
+            if (member / FOV_DIR).is_dir():  # a member that crops to the lungs keeps its segmenter
+                shutil.copytree(member / FOV_DIR, staging / name / FOV_DIR)
         inner = load_members([staging / name for name in names], images, BANK, cache_dir=cache_dir)
         calibrate(config, mean_calibrated_logits(inner), labels, target_sensitivity)
         write_records(staging, config, published_as=out)

@@ -88,15 +88,16 @@ def calibrate_and_check(
     labels: np.ndarray,
     train_images: torch.Tensor,
     target_sensitivity: float,
-    rule: str = "stress",
+    rule: str = "best",
     cache_dir: str | Path = ".cache",
+    groups: np.ndarray | None = None,
 ) -> None:
     """Calibrate the weights as stored in ``folder`` (fp16) by ``rule``, then fit the OOD check there."""
     from cxr.model import load_model
     from cxr.ood import fit_and_save
 
     shipped, _ = load_model(folder)  # fp16 as stored: what users will run
-    calibrate_model(shipped, config, val_images, labels, target_sensitivity, rule, cache_dir)
+    calibrate_model(shipped, config, val_images, labels, target_sensitivity, rule, cache_dir, groups)
     fit_and_save(folder, shipped, config, train_images, val_images)  # the "does not look like an X-ray" check
 
 
@@ -106,14 +107,16 @@ def calibrate_model(
     val_images: torch.Tensor,
     labels: np.ndarray,
     target_sensitivity: float,
-    rule: str = "stress",
+    rule: str = "best",
     cache_dir: str | Path = ".cache",
+    groups: np.ndarray | None = None,
 ) -> None:
-    """Set ``config``'s calibration by ``rule`` (``cxr.calibrate.RULES``) from ``model``'s logits on the
-    validation images, clean and shifted by the bank (every rule is also scored by transfer)."""
+    """Set ``config``'s calibration by ``rule`` (``cxr.calibrate``: a rule's name, or ``best`` by transfer)
+    from ``model``'s logits on the validation images, clean and shifted by the bank; ``groups``: each
+    image's patient."""
     from cxr.calibrate import calibrate
     from cxr.evaluation import shifted_logits
     from cxr.stress import BANK
 
     logits = shifted_logits(model, config, val_images, BANK, cache_dir=cache_dir)  # cached for cxr.evaluate
-    calibrate(config, logits, labels, target_sensitivity, rule)
+    calibrate(config, logits, labels, target_sensitivity, rule, groups)

@@ -28,14 +28,16 @@ def batched_logits(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    chunks = []
-    for start in range(0, len(images_u8), batch_size):
-        batch = pre.batch(list(framed(model, images_u8[start : start + batch_size]))).to(device)
-        logits = model(batch).squeeze(1)
-        if flip:
-            logits = (logits + model(batch.flip(-1)).squeeze(1)) / 2
-        chunks.append(logits.float().cpu())
-    model.train(was_training)
+    chunks = [torch.zeros(0)]
+    try:
+        for start in range(0, len(images_u8), batch_size):
+            batch = pre.batch(list(framed(model, images_u8[start : start + batch_size]))).to(device)
+            logits = model(batch).squeeze(1)
+            if flip:
+                logits = (logits + model(batch.flip(-1)).squeeze(1)) / 2
+            chunks.append(logits.float().cpu())
+    finally:
+        model.train(was_training)
     return torch.cat(chunks).numpy()
 
 

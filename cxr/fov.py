@@ -16,6 +16,7 @@ and records its sha256 in its own config (``cxr.fov``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -47,6 +48,9 @@ class SegmenterConfig:
     decoder_channels: int = 32
     margin: float = 0.08  # the box widened by this share of its size on each side
     min_lung_area: float = 0.05  # less lung than this share of the image: no crop (nothing found)
+    # A box narrower or shorter than this share of the image is widened around its centre: a lung the
+    # segmenter under-reads (a white-out, a dense consolidation) must not be cut out of the crop.
+    min_side: float = 0.5
     weights_sha256: str = ""
     train: dict | None = None  # how it was trained and its held-out Dice
 
@@ -85,8 +89,9 @@ class LungSegmenter(torch.nn.Module):
         return F.interpolate(self.head(merged), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     def inputs(self, images_u8: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, 1, H, W) at any size → normalized float at the segmenter's size."""
-        x = F.interpolate(images_u8.float() / 255.0, size=(self.config.size,) * 2, mode="bilinear", antialias=True)
+        """uint8 (N, 1, H, W) (or float in [0, 1]) at any size → normalized float at the segmenter's size."""
+        x = images_u8.float() / 255.0 if images_u8.dtype == torch.uint8 else images_u8  # or float in [0, 1]
+        x = F.interpolate(x, size=(self.config.size,) * 2, mode="bilinear", antialias=True)
         return (x - self.config.mean) / self.config.std
 
     @torch.no_grad()
@@ -96,8 +101,11 @@ class LungSegmenter(torch.nn.Module):
         return torch.sigmoid(self(self.inputs(images_u8)))
 
 
-def lung_box(probability: torch.Tensor, margin: float, min_area: float) -> tuple[float, float, float, float]:
-    """(top, left, height, width) as shares of the image: the lungs' extent, widened by ``margin``.
+def lung_box(
+    probability: torch.Tensor, margin: float, min_area: float, min_side: float = 0.0
+) -> tuple[float, float, float, float]:
+    """(top, left, height, width) as shares of the image: the lungs' extent, widened by ``margin``
+    and to at least ``min_side`` each way (around its centre, inside the image).
 
     The extent runs from the 1st to the 99th percentile of the lung pixels' rows and columns, so a
     stray speck does not stretch it. Too little lung: the whole image (nothing to crop to).
@@ -112,9 +120,17 @@ def lung_box(probability: torch.Tensor, margin: float, min_area: float) -> tuple
     left, right = (torch.quantile(cols.float(), quantiles) / size).tolist()
     bottom, right = bottom + 1 / size, right + 1 / size  # the last pixel's far edge
     pad_y, pad_x = margin * (bottom - top), margin * (right - left)
-    top, left = max(0.0, top - pad_y), max(0.0, left - pad_x)
-    bottom, right = min(1.0, bottom + pad_y), min(1.0, right + pad_x)
+    top, bottom = _at_least(top - pad_y, bottom + pad_y, min_side)
+    left, right = _at_least(left - pad_x, right + pad_x, min_side)
     return top, left, bottom - top, right - left
+
+
+def _at_least(low: float, high: float, side: float) -> tuple[float, float]:
+    """The span [low, high] widened around its centre to ``side`` if shorter, then kept inside [0, 1]."""
+    grow = max(0.0, side - (high - low)) / 2
+    low, high = low - grow, high + grow
+    shift = max(0.0, -low) - max(0.0, high - 1.0)  # slide back inside before clipping
+    return max(0.0, low + shift), min(1.0, high + shift)
 
 
 def pixel_box(box: tuple[float, float, float, float], side: int) -> tuple[int, int, int, int]:
@@ -136,11 +152,13 @@ class FieldOfView:
         boxes = []
         for start in range(0, len(images_u8), chunk):  # chunks bound the memory of a whole training set
             probability = self.segmenter.lung_probability(images_u8[start : start + chunk])
-            boxes += [lung_box(p, self.config.margin, self.config.min_lung_area) for p in probability]
+            config = self.config
+            boxes += [lung_box(p, config.margin, config.min_lung_area, config.min_side) for p in probability]
         return boxes
 
     def crop(self, images_u8: torch.Tensor) -> tuple[torch.Tensor, list[tuple[float, float, float, float]]]:
-        """uint8 (N, 1, S, S) → each image cut to its lung box and resized back to S x S, with the boxes."""
+        """uint8 (N, 1, S, S) (or float in [0, 1]: augmented training images) → each image cut to its
+        lung box and resized back to S x S, with the boxes."""
         side = images_u8.shape[-1]
         boxes = self.boxes(images_u8)
         crops = [
@@ -161,7 +179,12 @@ class FieldOfView:
         save_file(state, target / WEIGHTS_NAME, metadata={"format": "pt", "encoder": self.config.encoder})
         self.config.weights_sha256 = sha256_file(target / WEIGHTS_NAME)
         self.config.to_json(target / CONFIG_NAME)
-        return {"folder": FOV_DIR, "sha256": self.config.weights_sha256, "margin": self.config.margin}
+        # Both files are checked on load: the crop's settings (margin, sizes) change the answers too.
+        return {"folder": target.name, "sha256": self.config.weights_sha256, "config_sha256": self.config_sha256}
+
+    @property
+    def config_sha256(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def load(cls, folder: str | Path) -> FieldOfView:
@@ -182,7 +205,7 @@ class FieldOfView:
         if not recorded:
             return None
         fov = cls.load(Path(folder) / recorded["folder"])
-        if fov.sha256 != recorded["sha256"]:
+        if fov.sha256 != recorded["sha256"] or fov.config_sha256 != recorded.get("config_sha256"):
             raise ModelLoadError(f"{folder}: the segmenter's sha256 differs from the one its config records")
         return fov
 

@@ -14,15 +14,17 @@ def probabilities(logits: np.ndarray | float, temperature: float = 1.0, bias: fl
     return expit(np.asarray(logits, dtype=np.float64) / temperature + bias)
 
 
-def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Platt scaling fitted on validation: (temperature, bias) minimizing the log-loss.
+def fit_calibration(
+    logits: np.ndarray, labels: np.ndarray, sample_weight: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Platt scaling fitted on validation: (temperature, bias) minimizing the (weighted) log-loss.
 
     A bias is needed besides the temperature: a class-weighted loss shifts every logit.
     """
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(logits, dtype=np.float64).reshape(-1, 1)
-    platt = LogisticRegression(C=np.inf).fit(x, np.asarray(labels))
+    platt = LogisticRegression(C=np.inf).fit(x, np.asarray(labels), sample_weight=sample_weight)
     slope = float(platt.coef_[0, 0])
     if slope <= 0:  # a model no better than chance: keep its logits as they are
         return 1.0, 0.0

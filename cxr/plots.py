@@ -41,3 +41,27 @@ def save_plots(probs: np.ndarray, labels: np.ndarray, threshold: float, out: str
         plt.close(fig)
         paths.append(out / name)
     return paths
+
+
+def save_crop_sheet(
+    images_u8: list[np.ndarray], boxes: list[tuple[float, float, float, float]], titles: list[str], out: str | Path
+) -> Path:
+    """A grid of X-rays (uint8 2-D arrays, any size) with their lung boxes (shares of the side) drawn."""
+    from matplotlib.patches import Rectangle
+
+    columns = 8
+    rows = -(-len(images_u8) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, (top, left, height, width), title in zip(axes.flat, images_u8, boxes, titles, strict=False):
+        h, w = image.shape
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.add_patch(Rectangle((left * w, top * h), width * w, height * h, fill=False, color="lime", linewidth=1.5))
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out

@@ -27,6 +27,7 @@ from cxr.augment import RandomGamma
 from cxr.data import LABELS, Sample, decode_samples, list_samples, split_by_patient
 from cxr.errors import DataError
 from cxr.fov import LungSegmenter, SegmenterConfig
+from cxr.inference import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +147,23 @@ def train_segmenter(
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.time() - started})
         log.info("segmenter epoch %d loss %.4f (%.0f s)", epoch, history[-1]["loss"], history[-1]["seconds"])
     return segmenter.eval(), history
+
+
+def cam_lung_share(predictor: Predictor, masked: MaskedImages) -> dict:
+    """How much of each Grad-CAM map's mass lies on the lungs, by the decision it explains.
+
+    The map is the one the app draws (in the whole image's frame, also for a model that looks at a
+    lung crop); its mass on the mask over its total mass. ``uniform`` is what a map spread evenly
+    would give: the lungs' share of the image.
+    """
+    shares: dict[str, list[float]] = {}
+    for image_u8, mask in zip(masked.images, masked.masks, strict=True):
+        prediction = predictor.predict(Image.fromarray(image_u8[0].numpy()))
+        cam = prediction.cam.astype(np.float64)
+        lungs = mask[0].numpy().astype(bool)
+        shares.setdefault(prediction.label, []).append(float(cam[lungs].sum() / max(cam.sum(), 1e-12)))
+    report = {
+        label: {"n": len(v), "median": float(np.median(v)), "mean": float(np.mean(v))} for label, v in shares.items()
+    }
+    report["uniform"] = float(masked.masks.float().mean())
+    return report

@@ -17,6 +17,7 @@ import torch
 
 from cxr.evaluation import cached_images, recorded_split
 from cxr.folder import calibrate_and_check, staged, write_records
+from cxr.fov import FOV_DIR, field_of_view
 from cxr.model import ModelConfig, ModelLoadError, load_model, same_split, save_model
 
 
@@ -35,8 +36,10 @@ def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: s
     """Average ``members`` into ``out``: weights, calibration by the stress rule, OOD fit, card."""
     loaded = [load_model(folder) for folder in members]
     first_model, first = loaded[0]
-    if any(c.architecture != first.architecture or not same_split(c, first) for _, c in loaded):
-        raise ModelLoadError(f"soup members must share one architecture and one validation split: {members}")
+    if any(c.architecture != first.architecture or not same_split(c, first) or c.fov != first.fov for _, c in loaded):
+        raise ModelLoadError(
+            f"soup members must share one architecture, one validation split and one field of view: {members}"
+        )
     model = copy.deepcopy(first_model)
     model.load_state_dict(average_weights([m for m, _ in loaded]), strict=True)
     config = copy.deepcopy(first)
@@ -51,6 +54,9 @@ def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: s
     labels = np.array([s.label for s in val])
     target = first.train.get("args", {}).get("target_sensitivity", 0.97)  # the members' own recorded target
     with staged(out) as staging:
+        fov = field_of_view(first_model)
+        if fov is not None:  # the members' one segmenter travels with the soup
+            config.fov = fov.save(staging / FOV_DIR)
         save_model(model, config, staging)
         calibrate_and_check(staging, config, val_images, labels, train_images, target, cache_dir=cache_dir)
         write_records(staging, config, published_as=out)

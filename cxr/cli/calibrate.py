@@ -47,7 +47,9 @@ def transfer_table(comparison: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="weights folder to recalibrate in place")
-    parser.add_argument("--rule", choices=list(RULES), default="stress", help="the rule to apply (cxr.calibrate)")
+    parser.add_argument(
+        "--rule", choices=[*RULES, "best"], default="best", help="the rule to apply (best: by transfer)"
+    )
     parser.add_argument("--compare", action="store_true", help="score every rule by transfer; write nothing")
     parser.add_argument("--json", action="store_true", help="with --compare: one JSON object")
     add_data_arguments(parser)
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     model, config = load_model(weights)  # a broken folder fails here, before the data is decoded
     samples = validation_samples(args.data, config)
     images, labels = cached_images(samples, config, "val", args.cache_dir), np.array([s.label for s in samples])
+    patients = np.array([s.patient for s in samples])
     target = config.train["args"]["target_sensitivity"]
     if args.compare:
         comparison = compare_rules(
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(comparison) if args.json else transfer_table(comparison))
         return 0
-    calibrate_model(model, config, images, labels, target, args.rule, args.cache_dir)
+    calibrate_model(model, config, images, labels, target, args.rule, args.cache_dir, patients)
     with staged(weights, update=True) as folder:  # the weights file is untouched; the records follow the config
         write_records(folder, config, published_as=weights)
     print(f"{args.rule} rule: " + calibration_summary(weights, config))

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder", default="efficientnet_lite0", help="timm backbone (features_only)")
     parser.add_argument("--size", type=int, default=128, help="the segmenter's input side")
     parser.add_argument("--margin", type=float, default=0.08, help="the lung box widened by this share per side")
+    parser.add_argument("--split-seed", type=int, default=0, help="the classifier's split (train.py --split-seed)")
+    parser.add_argument("--val-fraction", type=float, default=0.15, help="the classifier's (train.py --val-fraction)")
     parser.add_argument("--limit", type=int, default=0, help="train on this many masks only (smoke runs)")
     parser.add_argument(
         "--no-pretrained", action="store_true", help="start the encoder from scratch (always, for encoders but Lite0)"
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
 
     masked = load_masked(Path(args.data), args.masks)
-    holdout = held_out(masked, args.data)
+    holdout = held_out(masked, args.data, args.val_fraction, args.split_seed)
     train, test = masked.subset(~holdout), masked.subset(holdout)
     if args.limit:
         train = train.subset(np.arange(len(train.samples)) < args.limit)
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         "masks": "V7 Labs COVID-19 X-ray dataset lung masks (CC BY 4.0) on Kermany et al. 2018 images",
         "train_masks": len(train.samples),
         "held_out_masks": len(test.samples),
-        "held_out_by": "patient: the classifier's validation patients (split seed 0, 15 %) and the official val",
+        "held_out_by": "patient: the classifier's validation patients and the official val",
+        "split": {"seed": args.split_seed, "val_fraction": args.val_fraction},
         "epochs": args.epochs,
         "imagenet_start": pretrained,
         "minutes": round(sum(h["seconds"] for h in history) / 60, 1),
