@@ -42,12 +42,32 @@ Reproduce: `python -m cxr.evaluate --data ../shared/data/chest_xray --split val 
 ## How the threshold and calibration were chosen
 {rule}
 
+{transfer}
+
+## Field of view
+{fov}
+
 ## Under acquisition changes (the shift-stress bank, at the shipped threshold)
 Every validation X-ray changed the same way by each entry of `cxr.stress.BANK` (seeded;
 torchvision ops): exposure, contrast, blur, sharpening, detector noise, JPEG, another resize path,
 framing (borders cropped 8/15/22 % per side, padding), rotation, marker letters erased or added.
 
 {stress}
+
+Expected figures by family of change (the worst shift of each family, at the shipped threshold):
+
+{families}
+
+## Out-of-population check ("unusual")
+{ood}
+
+## Site adaptation (batches only)
+`cxr-predict --adapt` and `cxr-evaluate --adapt` treat a folder as one site's batch: the BatchNorm
+layers trained on X-rays re-estimate their statistics on its unlabelled images (AdaBN with the
+training statistics as a prior of 64 images; layers that kept their ImageNet statistics stay), then
+every image is scored. Never on a single image; below 32 images, or for a folder that looks like two
+sources thrown together, it is skipped and one line says why. See `docs/results.md` for what it
+does on the bank, where it helps and where it does not.
 
 ## Limits
 - Validation carved from the training distribution is much easier than unseen data. X-rays from
@@ -134,6 +154,90 @@ def describe_rule(config: ModelConfig) -> str:
         "Platt scaling fitted by log-loss on the clean validation split; the threshold is the highest that "
         f"keeps validation sensitivity >= {target:.2f}. (Not refitted with a stress rule.)"
     )
+
+
+def transfer_table(config: ModelConfig) -> str:
+    """Each rule's worst held-out-family figures (leave one family of shifts out), the chosen one marked."""
+    comparison = config.calibration.get("transfer")
+    if not comparison or "rules" not in comparison:
+        return ""
+    rows = [
+        "Transfer (fitted without one family of shifts on half the patients, scored on that family on the "
+        "other half; worst over the five families):",
+        "",
+        "| rule | worst sensitivity | worst specificity | worst ECE | mean specificity |",
+        "|---|---|---|---|---|",
+    ]
+    for rule, result in comparison["rules"].items():
+        s = result["summary"]
+        name = f"**{rule}** (shipped)" if rule == config.calibration.get("rule") else rule
+        rows.append(
+            f"| {name} | {s['worst_sensitivity']:.3f} | {s['worst_specificity']:.3f} | {s['worst_ece']:.3f} "
+            f"| {s['mean_specificity']:.3f} |"
+        )
+    return "\n".join(rows)
+
+
+def describe_fov(folder: Path, config: ModelConfig) -> str:
+    """What the field-of-view crop is and how well its segmenter does, from ``fov/config.json``."""
+    if not config.fov:
+        return "None: the network sees the whole image, squashed to a square."
+    import json
+
+    segmenter = json.loads((folder / config.fov["folder"] / CONFIG_NAME).read_text())
+    dice = (segmenter.get("train") or {}).get("held_out_dice", {})
+    held = (segmenter.get("train") or {}).get("held_out_masks", "?")
+    return (
+        f"Every X-ray is cut to its lung fields before the network sees it, in training and at inference "
+        f"alike: a lung segmenter (`fov/`, timm `{segmenter['encoder']}` encoder with a light decoder, "
+        f"{segmenter['size']} px) finds the lungs; their box, widened by {segmenter['margin']:.0%} per side "
+        f"and to at least {segmenter['min_side']:.0%} of the image each way, is resized to the input. "
+        f"Held-out Dice {dice.get('mean', float('nan')):.3f} (median {dice.get('median', float('nan')):.3f}) "
+        f"on {held} masks of the validation patients. The segmenter was trained on human-drawn lung masks "
+        "from the V7 Labs COVID-19 X-ray dataset (CC BY 4.0; credit: V7 Labs) paired with Kermany images. "
+        "The Grad-CAM map is computed on the crop and drawn back in the whole image's frame."
+    )
+
+
+def family_table(config: ModelConfig) -> str:
+    """The bank's worst sensitivity, specificity and ECE per family of shifts."""
+    from cxr.stress import BANK, family_of
+
+    bank = config.stress_metrics.get("stress")
+    if not bank:
+        return "Not measured."
+    worst: dict[str, dict] = {}
+    for shift in BANK:
+        if shift.name in bank:
+            entry, m = worst.setdefault(family_of(shift), {}), bank[shift.name]
+            for key, pick in (("sensitivity", min), ("specificity", min), ("ece", max), ("auc", min)):
+                entry[key] = pick(entry.get(key, m[key]), m[key])
+    rows = ["| family | AUC | sensitivity | specificity | ECE |", "|---|---|---|---|---|"]
+    for family, m in worst.items():
+        rows.append(f"| {family} | {m['auc']:.3f} | {m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['ece']:.3f} |")
+    return "\n".join(rows)
+
+
+def describe_ood(config: ModelConfig) -> str:
+    """The out-of-population check's rule and measured false alarms."""
+    ood = config.ood
+    if not ood:
+        return "Not fitted for these weights."
+    alarms = ood.get("false_alarm")
+    layer = f"`{ood['layer']}` (pooled)" if ood.get("layer") else "the classifier's input features"
+    text = (
+        f"Squared Mahalanobis distance of {layer} from the training X-rays (mean and Ledoit-Wolf covariance "
+        f"of {ood.get('fit_on', 'the training images')}); above {ood['threshold']:.1f} an image is flagged "
+        '"unusual": outside the pediatric chest X-ray population the model was trained on.'
+    )
+    if alarms:
+        worst = max(alarms["by_shift"].items(), key=lambda item: item[1]) if alarms.get("by_shift") else None
+        text += (
+            f" The threshold is set by a stated false-alarm rate: {alarms['clean']:.1%} of the clean validation "
+            f"children and {alarms['bank_pooled']:.1%} of their copies changed by the stress bank are flagged"
+            + (f" (most under `{worst[0]}`: {worst[1]:.1%})." if worst else ".")
+        )
+    return text
 
 
 def stress_table(config: ModelConfig) -> str:
@@ -239,6 +343,10 @@ def write_model_card(folder: str | Path, published_as: str | Path | None = None)
         rule=describe_rule(config),
         stress=stress_table(config),
         expectation=expectation(config),
+        transfer=transfer_table(config),
+        fov=describe_fov(folder, config),
+        families=family_table(config),
+        ood=describe_ood(config),
     )
     path = folder / "README.md"
     path.write_text(card)
