@@ -18,6 +18,7 @@ from cxr.evaluation import CLEAN, ShiftedImages, shifted_logits
 from cxr.forward import batched_logits
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import ModelConfig
+from cxr.ood import OodScorer
 from cxr.stress import BANK, family_of
 
 SWEPT = ("crop_22", "pad_15", "gamma_1.4", "contrast_0.7", "jpeg_20", "blur_1.5", "rotate_10", "marker_added")
@@ -31,8 +32,8 @@ def _score(config: ModelConfig, logits: np.ndarray, labels: np.ndarray) -> dict:
     return {key: metrics[key] for key in FIELDS}
 
 
-def _adapted(model, config, images, labels, batch_size: int, check: bool = True) -> dict:
-    logits, reports = adapted_logits(model, config, images, batch_size, check)
+def _adapted(model, config, ood, images, labels, batch_size: int, check: bool = True) -> dict:
+    logits, reports = adapted_logits(model, config, images, batch_size, ood, check)
     refused = sum(not r.adapted for r in reports)
     separations = [r.separation for r in reports if r.separation is not None]
     extra = {"batches": len(reports), "not_adapted": refused}
@@ -60,6 +61,7 @@ def mixed_batches(images: ShiftedImages, labels: np.ndarray, seed: int = 0) -> d
 def study(
     model: torch.nn.Module,
     config: ModelConfig,
+    ood: OodScorer,
     images: ShiftedImages,
     labels: np.ndarray,
     cache_dir: str | None = ".cache",
@@ -68,17 +70,20 @@ def study(
     plain = shifted_logits(model, config, images, BANK, cache_dir=cache_dir)
     sites = {}
     for name in [CLEAN, *(s.name for s in BANK)]:
-        row = {"none": _score(config, plain[name], labels), "all": _adapted(model, config, images[name], labels, 0)}
+        row = {
+            "none": _score(config, plain[name], labels),
+            "all": _adapted(model, config, ood, images[name], labels, 0),
+        }
         if name in (CLEAN, *SWEPT):
-            row |= {str(b): _adapted(model, config, images[name], labels, b) for b in BATCH_SIZES}
+            row |= {str(b): _adapted(model, config, ood, images[name], labels, b) for b in BATCH_SIZES}
         sites[name] = row
     mixed = {}
     for name, batch in mixed_batches(images, labels).items():
         mixed[name] = {
             "none": _score(config, batched_logits(model, batch), labels),
-            "forced": _adapted(model, config, batch, labels, 0, check=False),
-            "checked": _adapted(model, config, batch, labels, 0),
-            "separation": mixture(model, batch, config.ood.get("layer")),
+            "forced": _adapted(model, config, ood, batch, labels, 0, check=False),
+            "checked": _adapted(model, config, ood, batch, labels, 0),
+            "separation": mixture(model, batch, ood),
         }
     return {"sites": sites, "families": _family_worst(sites), "mixed": mixed}
 

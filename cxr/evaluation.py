@@ -23,6 +23,7 @@ from cxr.errors import DataError
 from cxr.forward import batched_logits
 from cxr.metrics import auc_confidence_interval, binary_metrics, probabilities
 from cxr.model import ENSEMBLE_NAME, ModelConfig, is_ensemble, load_model
+from cxr.ood import OodScorer
 from cxr.stress import BANK, Shift, apply_shift, shift_by_name
 
 log = logging.getLogger(__name__)
@@ -159,20 +160,24 @@ def load_members(
         if model.pretrained_cfg["input_size"][-1] != images[CLEAN].shape[-1]:
             raise ValueError(f"{folder}: input size differs from the other members'")
         if adapt:
-            members.append(site_adapted_member(model, config, images, shifts))
+            members.append(site_adapted_member(model, config, OodScorer.from_folder(folder, config), images, shifts))
         else:
             members.append(Member(config, shifted_logits(model, config, images, shifts, flip, cache_dir)))
     return members
 
 
 def site_adapted_member(
-    model: torch.nn.Module, config: ModelConfig, images: ShiftedImages, shifts: Iterable[Shift] = ()
+    model: torch.nn.Module,
+    config: ModelConfig,
+    ood: OodScorer | None,
+    images: ShiftedImages,
+    shifts: Iterable[Shift] = (),
 ) -> Member:
     """A Member whose logits on each set of images (clean, each shift) come from the model adapted to
-    that set as one site's batch."""
+    that set as one site's batch (``ood``: the check that tests it for two sources)."""
     logits, messages = {}, {}
     for name in [CLEAN, *(s.name for s in shifts)]:
-        logits[name], reports = adapted_logits(model, config, images[name])
+        logits[name], reports = adapted_logits(model, config, images[name], ood=ood)
         messages[name] = reports[0].message()
     return Member(config, logits, messages)
 

@@ -166,7 +166,7 @@ class Predictor:
         """Every member adapted to one site's batch (uint8 (N, 1, S, S) at input size) inside the block
         (``cxr.adapt``): for batch screening of one site, never for a single image."""
         with self._lock, contextlib.ExitStack() as stack:
-            yield [stack.enter_context(adapted(m.model, m.config, images_u8)) for m in self.members]
+            yield [stack.enter_context(adapted(m.model, m.config, images_u8, m.ood)) for m in self.members]
 
     def _view(self, member: Member, image_u8: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
         """What ``member`` looks at: the model input, and the lung box it was cut from (None: the whole image)."""

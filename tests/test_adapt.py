@@ -21,6 +21,7 @@ from cxr.forward import batched_logits
 from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
 from cxr.metrics import probabilities
 from cxr.model import load_model
+from cxr.ood import OodScorer
 from tests.conftest import EXAMPLES, ROOT
 
 DEFAULT = WEIGHTS_DIR / DEFAULT_MODEL
@@ -28,13 +29,14 @@ DEFAULT = WEIGHTS_DIR / DEFAULT_MODEL
 
 @pytest.fixture(scope="module")
 def default_model():
-    return load_model(DEFAULT)
+    model, config = load_model(DEFAULT)
+    return model, config, OodScorer.from_folder(DEFAULT, config)
 
 
 @pytest.fixture(scope="module")
 def site(data_dir, default_model, tmp_path_factory):
     """160 validation X-rays of the default's own split (seeded pick) and their labels, as a ShiftedImages."""
-    _, config = default_model
+    _, config, _ = default_model
     samples = validation_samples(data_dir, config)
     pick = np.sort(np.random.default_rng(0).choice(len(samples), 160, replace=False))
     images = cached_images(samples, config, "val", tmp_path_factory.mktemp("cache"))[torch.from_numpy(pick)]
@@ -49,17 +51,17 @@ def _example_batch(model) -> torch.Tensor:
 
 
 def test_a_batch_below_the_minimum_changes_nothing(default_model):
-    model, config = default_model
+    model, config, ood = default_model
     one = _example_batch(model)[:1]
     before = batched_logits(model, one)
-    with adapted(model, config, one) as adaptation:
+    with adapted(model, config, one, ood) as adaptation:
         inside = batched_logits(model, one)
     assert not adaptation.adapted and f"at least {MIN_IMAGES}" in adaptation.message()
     np.testing.assert_array_equal(inside, before)
 
 
 def test_only_the_layers_trained_on_xrays_adapt_and_all_are_restored(default_model, site):
-    model, config = default_model
+    model, config, ood = default_model
     norms = trained_norms(model, config)
     names = {id(m): n for n, m in model.named_modules()}
     assert norms and all(not names[id(m)].startswith(("blocks.0", "blocks.1", "blocks.2", "blocks.3")) for m in norms)
@@ -74,7 +76,7 @@ def test_only_the_layers_trained_on_xrays_adapt_and_all_are_restored(default_mod
 def test_a_shifted_site_moves_toward_the_clean_answers(default_model, site):
     """Cropped borders (the bank's worst change): after adaptation each image's probability is nearer
     its clean-image probability than before, on average."""
-    model, config = default_model
+    model, config, ood = default_model
     images, _ = site
     clean = probabilities(batched_logits(model, images["clean"]), config.temperature, config.logit_bias)
     shifted = probabilities(batched_logits(model, images["crop_22"]), config.temperature, config.logit_bias)
@@ -85,12 +87,12 @@ def test_a_shifted_site_moves_toward_the_clean_answers(default_model, site):
 
 
 def test_a_batch_from_two_sources_is_not_adapted(default_model, site):
-    model, config = default_model
+    model, config, ood = default_model
     images, labels = site
     for name, batch in mixed_batches(images, labels).items():
-        with adapted(model, config, batch) as adaptation:
+        with adapted(model, config, batch, ood) as adaptation:
             assert not adaptation.adapted and "two sources" in adaptation.reason, name
-    with adapted(model, config, images["clean"]) as adaptation:  # one site: adapted
+    with adapted(model, config, images["clean"], ood) as adaptation:  # one site: adapted
         assert adaptation.adapted, adaptation.reason
 
 

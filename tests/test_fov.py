@@ -164,3 +164,42 @@ def test_field_of_view_is_not_part_of_the_state_dict(tmp_path):
     keys = set(model.state_dict())
     attach(model, FieldOfView(LungSegmenter(SegmenterConfig(encoder="test_efficientnet", size=32))))
     assert set(model.state_dict()) == keys and field_of_view(model) is not None
+
+
+def _bundled_fov_model():
+    from cxr.hub import WEIGHTS_DIR
+
+    folders = sorted(p.parent for p in WEIGHTS_DIR.glob("*/fov/config.json"))
+    if not folders:
+        pytest.skip("no bundled model with a field of view")
+    return folders[0]
+
+
+def test_shipped_segmenter_finds_the_lungs_of_children_it_never_saw(data_dir):
+    """Held-out masks (the classifier's validation patients): Dice and how much lung the box keeps."""
+    from cxr.segment import held_out, load_masked, segmenter_dice
+
+    fov = field_of_view(load_model(_bundled_fov_model())[0])
+    masked = load_masked(data_dir, data_dir.parent / "lung_masks")
+    masked = masked.subset(held_out(masked, data_dir))
+    assert len(masked.samples) > 100
+    dice = segmenter_dice(fov.segmenter, masked)
+    assert np.median(dice) >= 0.9 and dice.mean() >= 0.85, (np.median(dice), dice.mean())
+    kept = []
+    for mask, box in zip(masked.masks, fov.boxes(masked.images), strict=True):
+        top, left, height, width = pixel_box(box, mask.shape[-1])
+        kept.append(mask[0, top : top + height, left : left + width].sum().item() / max(mask.sum().item(), 1))
+    assert np.median(kept) >= 0.99 and np.min(kept) >= 0.85, (np.median(kept), np.min(kept))
+
+
+def test_shipped_crop_holds_on_full_size_originals(originals_dir):
+    """The 16 full-size official val X-rays: a lung box that crops, but never to a sliver."""
+    from cxr.data import list_samples
+    from cxr.model import preprocessing_for
+
+    model = load_model(_bundled_fov_model())[0]
+    pre = preprocessing_for(model)
+    images = torch.stack([pre.tensor(read_xray(s.path)) for s in list_samples(originals_dir)])
+    areas = [height * width for _, _, height, width in field_of_view(model).boxes(images)]
+    assert min(areas) >= 0.3, areas  # never a sliver
+    assert sum(area < 0.95 for area in areas) >= 12, areas  # and it does crop most of them

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from cxr.adapt_study import study
 from cxr.cli import add_data_arguments, command
 from cxr.evaluation import ShiftedImages, cached_images, validation_samples
 from cxr.model import load_model
+from cxr.ood import OodScorer
 
 
 def _table(result: dict) -> str:
@@ -46,9 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     model, config = load_model(args.weights)
+    ood = OodScorer.from_folder(Path(args.weights), config)
+    if ood is None:
+        parser.error(f"{args.weights} has no out-of-distribution check (python -m cxr.cli.ood)")
     samples = validation_samples(args.data, config)
     images = ShiftedImages(cached_images(samples, config, "val", args.cache_dir))
-    result = study(model, config, images, np.array([s.label for s in samples]), args.cache_dir)
+    result = study(model, config, ood, images, np.array([s.label for s in samples]), args.cache_dir)
     print(json.dumps(result) if args.json else _table(result))
     return 0
 

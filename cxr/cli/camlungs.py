@@ -2,8 +2,8 @@
 
     python -m cxr.cli.camlungs --weights weights/efficientnet_lite0_shift --json
 
-The images are those with human-drawn lung masks (V7 Labs, CC BY 4.0) held out from the segmenter by
-patient: the classifier's own validation patients. ``uniform`` is the lungs' share of the image, what
+The images are those with human-drawn lung masks (V7 Labs, CC BY 4.0) of the weights' own
+validation patients (never trained on; held out from the segmenter too). ``uniform`` is the lungs' share of the image, what
 a map spread evenly would score.
 """
 
@@ -29,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    masked = load_masked(args.data, args.masks)
-    masked = masked.subset(held_out(masked, args.data))
-    report = cam_lung_share(Predictor.from_folder(args.weights or resolve_weights()), masked)
+    predictor = Predictor.from_folder(args.weights or resolve_weights())  # a broken folder fails first
+    split = predictor.config.train["split"]
+    masked = load_masked(args.data, args.masks, predictor.preprocess.input_size)
+    masked = masked.subset(held_out(masked, args.data, split["val_fraction"], split["seed"]))
+    report = cam_lung_share(predictor, masked)
     if args.json:
         print(json.dumps(report))
     else:
