@@ -166,13 +166,13 @@ SENSITIVITY_SLACK = 0.02  # a held-out family may fall this far below the target
 
 def best_rule(transfers: dict[str, dict], target_sensitivity: float) -> str:
     """The rule that transfers best: held-out sensitivity kept (worst family >= target - slack), then
-    the highest worst-family specificity (to 0.01), then the lowest worst-family ECE. If no rule keeps
-    the sensitivity, the one that comes closest."""
+    the highest worst-family specificity, then the lowest worst-family ECE. If no rule keeps the
+    sensitivity, the one that comes closest."""
     summaries = {rule: result["summary"] for rule, result in transfers.items()}
     keeping = [r for r, s in summaries.items() if s["worst_sensitivity"] >= target_sensitivity - SENSITIVITY_SLACK]
     if not keeping:
         return max(summaries, key=lambda r: summaries[r]["worst_sensitivity"])
-    return max(keeping, key=lambda r: (round(summaries[r]["worst_specificity"], 2), -summaries[r]["worst_ece"]))
+    return max(keeping, key=lambda r: (summaries[r]["worst_specificity"], -summaries[r]["worst_ece"]))
 
 
 def calibrate(

@@ -67,9 +67,11 @@ def test_the_best_rule_keeps_sensitivity_first_then_specificity():
         "clean": summary(0.90, 0.99, 0.01),  # drops sensitivity: out
         "stress": summary(0.96, 0.80, 0.05),
         "worst": summary(0.99, 0.70, 0.04),
-        "families": summary(0.965, 0.804, 0.03),  # same specificity to 0.01 as stress, better ECE
+        "families": summary(0.965, 0.80, 0.03),  # the same specificity as stress, a better ECE
     }
     assert best_rule(transfers, 0.97) == "families"
+    transfers["stress"] = summary(0.96, 0.81, 0.05)  # higher specificity first
+    assert best_rule(transfers, 0.97) == "stress"
     assert best_rule({"clean": transfers["clean"]}, 0.97) == "clean"  # none keeps it: the closest
 
 

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cxr.adapt_study import study
 from cxr.cli import add_data_arguments, command
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="one weights folder (not an ensemble)")
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument("--images", type=int, default=0, help="a seeded sample of this many validation X-rays")
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -52,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     if ood is None:
         parser.error(f"{args.weights} has no out-of-distribution check (python -m cxr.cli.ood)")
     samples = validation_samples(args.data, config)
-    images = ShiftedImages(cached_images(samples, config, "val", args.cache_dir))
-    result = study(model, config, ood, images, np.array([s.label for s in samples]), args.cache_dir)
+    images = cached_images(samples, config, "val", args.cache_dir)
+    labels = np.array([s.label for s in samples])
+    if args.images:
+        pick = np.sort(np.random.default_rng(0).choice(len(samples), args.images, replace=False))
+        images, labels = images[torch.from_numpy(pick)], labels[pick]
+    result = study(model, config, ood, ShiftedImages(images), labels, args.cache_dir)
     print(json.dumps(result) if args.json else _table(result))
     return 0
 

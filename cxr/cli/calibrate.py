@@ -63,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     patients = np.array([s.patient for s in samples])
     target = config.train["args"]["target_sensitivity"]
     if args.compare:
-        comparison = compare_rules(
-            shifted_logits(model, config, images, BANK, cache_dir=args.cache_dir), labels, target
-        )
+        logits = shifted_logits(model, config, images, BANK, cache_dir=args.cache_dir)
+        comparison = compare_rules(logits, labels, target, patients)
         print(json.dumps(comparison) if args.json else transfer_table(comparison))
         return 0
     calibrate_model(model, config, images, labels, target, args.rule, args.cache_dir, patients)

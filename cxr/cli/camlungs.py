@@ -3,8 +3,8 @@
     python -m cxr.cli.camlungs --weights weights/efficientnet_lite0_shift --json
 
 The images are those with human-drawn lung masks (V7 Labs, CC BY 4.0) of the weights' own
-validation patients (never trained on; held out from the segmenter too). ``uniform`` is the lungs' share of the image, what
-a map spread evenly would score.
+validation patients (never trained on; held out from the segmenter too). ``uniform`` is the
+lungs' share of the image, what a map spread evenly would score.
 """
 
 from __future__ import annotations
