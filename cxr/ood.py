@@ -2,9 +2,12 @@
 
 Fits a mean and a shrunk covariance (Ledoit-Wolf) on the pooled features of the training split.
 The threshold is set by a stated false-alarm rate on children: the lowest distance that flags at
-most ``FALSE_ALARM`` (2 %) of the clean validation X-rays and at most as many of their copies changed
-by the stress bank (pooled), so that a film from another population (an adult's, a photo, a
-document) is flagged as often as possible without flagging the children the model was made for.
+most ``FALSE_ALARM`` (2 %) of the clean validation X-rays, so that a film from another population
+(an adult's, a photo, a document) is flagged as often as possible without flagging the children the
+model was made for. How many of their copies changed by the stress bank it flags is measured and
+recorded per shift: holding the bank pooled to 2 % as well was tried and rejected, since detector
+noise alone (noise_8) then raised the threshold fifteen-fold (179 → 2,680 on the default), blinding
+the check to other populations to spare noisy films that are themselves off the training data.
 Writes ``ood.safetensors`` and records it (with its sha256 and the false alarms measured) in
 ``config.json``. ``python -m cxr.cli.ood`` fits it for saved weights.
 """
@@ -58,7 +61,7 @@ def fit(
     train_features: torch.Tensor, val_features: torch.Tensor, shifted: dict[str, torch.Tensor] | None = None
 ) -> tuple[OodScorer, dict]:
     """Mean and shrunk covariance of the training features; the threshold flags at most ``FALSE_ALARM``
-    of the validation features and of the ``shifted`` validation features pooled."""
+    of the validation features; the share of the ``shifted`` validation features it flags is recorded."""
     from sklearn.covariance import LedoitWolf
 
     estimate = LedoitWolf().fit(train_features.double().numpy())
@@ -66,10 +69,10 @@ def fit(
     val_distances = scorer.distance(val_features)
     by_shift = {name: scorer.distance(features) for name, features in (shifted or {}).items()}
     pooled = np.concatenate(list(by_shift.values())) if by_shift else val_distances
-    scorer.threshold = float(max(np.quantile(d, 1 - FALSE_ALARM, method="higher") for d in (val_distances, pooled)))
+    scorer.threshold = float(np.quantile(val_distances, 1 - FALSE_ALARM, method="higher"))
     stats = {
         "threshold": scorer.threshold,
-        "rule": f"flags <= {FALSE_ALARM:.0%} of clean validation X-rays and of the stress bank's copies pooled",
+        "rule": f"flags <= {FALSE_ALARM:.0%} of the clean validation X-rays",
         "val_pass_rate": float(np.mean(val_distances <= scorer.threshold)),
         "false_alarm": {
             "clean": float(np.mean(val_distances > scorer.threshold)),
@@ -89,7 +92,7 @@ def fit_and_save(
     layer: str | None = None,
 ) -> dict:
     """Fit the check on cached uint8 training/validation images (the validation ones also changed by the
-    stress bank, for the false-alarm rule); write ood.safetensors, record it in config.
+    stress bank, to measure its false alarms there); write ood.safetensors, record it in config.
 
     ``layer``: a module whose output is pooled instead of the classifier's input, e.g. a stage that
     fine-tuning left frozen (ImageNet features, which keep non-X-rays far from X-rays).
