@@ -1,4 +1,4 @@
-"""Assemble weights folders into one ensemble folder, calibrated by the stress rule.
+"""Assemble weights folders into one ensemble folder, calibrated by the rule that transfers best (cxr.calibrate).
 
 Each member is copied into a subfolder as it is (its own calibration, threshold and out-of-distribution
 check); ``ensemble.json`` records the members and the temperature, bias and threshold fitted on their
@@ -63,7 +63,8 @@ def build_ensemble(
             if (member / FOV_DIR).is_dir():  # a member that crops to the lungs keeps its segmenter
                 shutil.copytree(member / FOV_DIR, staging / name / FOV_DIR)
         inner = load_members([staging / name for name in names], images, BANK, cache_dir=cache_dir)
-        calibrate(config, mean_calibrated_logits(inner), labels, target_sensitivity)
+        patients = np.array([s.patient for s in samples])  # the transfer folds keep each child on one side
+        calibrate(config, mean_calibrated_logits(inner), labels, target_sensitivity, groups=patients)
         write_records(staging, config, published_as=out)
     return config
 

@@ -110,7 +110,7 @@ def test_build_ensemble_writes_a_folder_that_evaluation_and_predictor_agree_on(d
     assert is_ensemble(out) and not (tmp_path / "ensemble.partial").exists()
     expected = [ENSEMBLE_NAME, "README.md", "metrics.json", "tiny0", "tiny1"]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
-    assert config.members == ["tiny0", "tiny1"] and config.calibration["rule"] == "stress"
+    assert config.members == ["tiny0", "tiny1"] and config.calibration["chosen_by"] == "transfer"
     assert config.val_metrics["sensitivity"] >= 0.97  # the rule's threshold holds on the clean split
     assert set(config.stress_metrics["stress"]) == {s.name for s in BANK}
     assert "## Under acquisition changes" in (out / "README.md").read_text()

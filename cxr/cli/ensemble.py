@@ -1,4 +1,4 @@
-"""Assemble weights folders into one ensemble folder, calibrated by the stress rule.
+"""Assemble weights folders into one ensemble folder, calibrated by the rule that transfers best (cxr.calibrate).
 
     python -m cxr.ensemble --members runs/a runs/b weights/efficientnet_lite0 --out weights/ensemble
 
