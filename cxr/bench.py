@@ -231,9 +231,3 @@ def speed_report(folders: list[Path], image: Path, runs: int, batch_size: int, w
         results |= app_speed(image, runs)
     results["models"] = models
     return results
-
-
-if __name__ == "__main__":  # python -m cxr.bench: the command is cxr.cli.bench
-    from cxr.cli.bench import main
-
-    raise SystemExit(main())

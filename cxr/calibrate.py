@@ -202,9 +202,3 @@ def calibrate(
         config.calibration |= {"chosen_by": "transfer" if rule == "best" else "by hand", "transfer": comparison}
     shifts = [s for s in BANK if s.name in logits]
     config.stress_metrics = stress_metrics([Member(config, logits)], labels, shifts) if shifts else {}
-
-
-if __name__ == "__main__":  # python -m cxr.calibrate: the command is cxr.cli.calibrate
-    from cxr.cli.calibrate import main
-
-    raise SystemExit(main())

@@ -37,7 +37,7 @@ test split (624 images) was not available here; nothing was tuned on it.
 |---|---|---|---|---|---|---|---|
 {row}
 
-Reproduce: `python -m cxr.evaluate --data ../shared/data/chest_xray --split val --stress --weights {folder}`.
+Reproduce: `python -m cxr.cli.evaluate --data ../shared/data/chest_xray --split val --stress --weights {folder}`.
 
 ## How the threshold and calibration were chosen
 {rule}
@@ -244,7 +244,7 @@ def stress_table(config: ModelConfig) -> str:
     """The bank's results as a Markdown table, worst last; a note when none were measured."""
     bank = config.stress_metrics.get("stress")
     if not bank:
-        return "Not measured for these weights: run `python -m cxr.calibrate` to record it."
+        return "Not measured for these weights: run `python -m cxr.cli.calibrate` to record it."
     rows = ["| change | AUC | sensitivity | specificity | accuracy | ECE |", "|---|---|---|---|---|---|"]
     for name, m in [*bank.items(), ("**worst of each**", config.stress_metrics["stress_worst"])]:
         cells = (f"{m[k]:.3f}" for k in ("auc", "sensitivity", "specificity", "accuracy", "ece"))

@@ -67,9 +67,3 @@ def build_ensemble(
         calibrate(config, mean_calibrated_logits(inner), labels, target_sensitivity, groups=patients)
         write_records(staging, config, published_as=out)
     return config
-
-
-if __name__ == "__main__":  # python -m cxr.ensemble: the command is cxr.cli.ensemble
-    from cxr.cli.ensemble import main
-
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """One writer for a finished weights folder, used by train.py, calibrate, ood, soup and ensemble.
 
 A folder is built (or updated) in ``<name>.partial`` beside its final place and moved there in one
-step, so the app's model list and ``cxr.evaluate`` never see a half-written model; its records are
+step, so the app's model list and ``cxr-evaluate`` never see a half-written model; its records are
 always written in one order: config.json → metrics.json → model card.
 """
 
@@ -118,5 +118,5 @@ def calibrate_model(
     from cxr.evaluation import shifted_logits
     from cxr.stress import BANK
 
-    logits = shifted_logits(model, config, val_images, BANK, cache_dir=cache_dir)  # cached for cxr.evaluate
+    logits = shifted_logits(model, config, val_images, BANK, cache_dir=cache_dir)  # cached for cxr-evaluate
     calibrate(config, logits, labels, target_sensitivity, rule, groups)

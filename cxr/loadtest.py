@@ -62,9 +62,3 @@ def run_load(url: str, images: list[Path], clients: int = 8, calls: int = 25) ->
         "p95_ms": float(np.percentile(latencies, 95)) if len(latencies) else None,
         "throughput_per_s": len(outcomes) / wall,
     }
-
-
-if __name__ == "__main__":  # python -m cxr.loadtest: the command is cxr.cli.loadtest
-    from cxr.cli.loadtest import main
-
-    raise SystemExit(main())

@@ -110,9 +110,3 @@ def fit_and_save(
         **stats,
     }
     return stats
-
-
-if __name__ == "__main__":  # python -m cxr.ood: the command is cxr.cli.ood
-    from cxr.cli.ood import main
-
-    raise SystemExit(main())

@@ -106,9 +106,3 @@ def predict_files(
                     rows[i] = _row(chunk[i], prediction)
             yield from rows
             progress.update(len(chunk))
-
-
-if __name__ == "__main__":  # python -m cxr.predict: the command is cxr.cli.predict
-    from cxr.cli.predict import main
-
-    raise SystemExit(main())

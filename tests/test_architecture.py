@@ -18,7 +18,7 @@ FRONT_ENDS = ("cxr.cli", "app", "train")
 
 
 def is_main_guard(node: ast.AST) -> bool:
-    """``if __name__ == "__main__":``, where ``python -m cxr.<name>`` hands over to its command."""
+    """``if __name__ == "__main__":``."""
     return (
         isinstance(node, ast.If)
         and isinstance(node.test, ast.Compare)
@@ -29,13 +29,11 @@ def is_main_guard(node: ast.AST) -> bool:
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Every module an import statement names in ``path`` (function-level ones included), except
-    under a ``__main__`` guard; ``from cxr import x`` counts as ``cxr.x``."""
+    """Every module an import statement names in ``path``, function-level and ``__main__``-guarded
+    ones included; ``from cxr import x`` counts as ``cxr.x``."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if is_main_guard(node):
-            return
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -71,13 +69,67 @@ def test_commands_never_import_app_or_train(path):
 
 
 def test_the_rule_sees_a_violation(tmp_path):
-    """The check itself: a function-level import of a command is caught, a __main__ hand-over is not."""
+    """The check itself: a function-level import of a command is caught, and so is a __main__ hand-over."""
     module = tmp_path / "m.py"
     module.write_text(
         "def f():\n    from cxr.cli import evaluate\n\n"
         "if __name__ == '__main__':\n    from cxr.cli.predict import main\n"
     )
-    assert names_a(imported_modules(module), FRONT_ENDS) == ["cxr.cli", "cxr.cli.evaluate"]
+    found = names_a(imported_modules(module), FRONT_ENDS)
+    assert found == ["cxr.cli", "cxr.cli.evaluate", "cxr.cli.predict", "cxr.cli.predict.main"]
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.name)
+def test_a_library_module_is_no_command(path):
+    """Commands are ``python -m cxr.cli.<name>`` and ``cxr-<name>``; no library module runs as a script."""
+    assert not any(is_main_guard(node) for node in ast.walk(ast.parse(path.read_text())))
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module → the package's modules it imports, by any import statement (function-level included)."""
+    modules = {
+        ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in package.rglob("*.py")
+    }
+
+    def owner(name: str) -> str:  # cxr.model.load_model → cxr.model
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    return {name: {owner(n) for n in imported_modules(path)} - {"", name} for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle (its modules, the first repeated at the end), or [] if there is none."""
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> list[str]:
+        if name in path:
+            return path[path.index(name) :] + [name]
+        if name in done:
+            return []
+        for imported in sorted(graph.get(name, ())):
+            if cycle := visit(imported, [*path, name]):
+                return cycle
+        done.add(name)
+        return []
+
+    return next((cycle for name in sorted(graph) if (cycle := visit(name, []))), [])
+
+
+def test_no_two_modules_import_each_other_even_through_others():
+    assert find_cycle(import_graph(ROOT / "cxr")) == []
+
+
+def test_the_cycle_check_finds_a_cycle_hidden_in_a_function(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg.b import g\n")
+    (package / "b.py").write_text("def g():\n    from pkg import c\n")
+    (package / "c.py").write_text("import pkg.a\n")
+    assert find_cycle(import_graph(package)) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
 
 
 def test_public_names_are_listed_once():

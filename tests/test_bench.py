@@ -1,4 +1,4 @@
-"""`python -m cxr.bench --json`: every figure README quotes is produced, per model and through the app.
+"""`python -m cxr.cli.bench --json`: every figure README quotes is produced, per model and through the app.
 
 Only the shape and sanity of the figures are checked here; the speed targets live in the benchmark
 and README, not in a timed test.
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a comman
 
 def test_bench_json_has_every_figure():
     result = subprocess.run(
-        [sys.executable, "-m", "cxr.bench", "--json", "--runs", "3", "--batch-size", "4"],
+        [sys.executable, "-m", "cxr.cli.bench", "--json", "--runs", "3", "--batch-size", "4"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -4,7 +4,6 @@ console script (pyproject.toml)."""
 
 from __future__ import annotations
 
-import ast
 import importlib
 import shutil
 import subprocess
@@ -18,10 +17,9 @@ from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
 from cxr.model import WEIGHTS_NAME
 from tests.conftest import EXAMPLES, ROOT
 
-# python -m cxr.<name> still hands over to these (README's spellings); newer commands are
-# python -m cxr.cli.<name> and their console script only.
-HANDED_OVER = ["evaluate", "predict", "calibrate", "ood", "soup", "ensemble", "bench", "loadtest"]
-COMMANDS = [*HANDED_OVER, "segmenter", "adapt", "camlungs", "fov"]
+# Each command is ``python -m cxr.cli.<name>`` and the console script ``cxr-<name>``, nothing else.
+COMMANDS = ["evaluate", "predict", "calibrate", "ood", "soup", "ensemble", "bench", "loadtest"]
+COMMANDS += ["segmenter", "adapt", "camlungs", "fov"]
 WEIGHTLESS = ("loadtest", "segmenter")  # load no weights
 
 
@@ -89,21 +87,15 @@ def test_an_unreadable_image_in_an_evaluated_folder_is_one_line_naming_it(kaggle
 def test_every_command_is_a_console_script_and_a_module():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {f"cxr-{name}": f"cxr.cli.{name}:main" for name in COMMANDS}
-    from tests.test_architecture import is_main_guard
-
-    for name in HANDED_OVER:  # python -m cxr.<name> runs cxr/<name>.py, whose __main__ guard calls the command
-        tree = ast.parse((ROOT / "cxr" / f"{name}.py").read_text())
-        guards = [node for node in tree.body if is_main_guard(node)]
-        handed = [n for g in guards for n in ast.walk(g) if isinstance(n, ast.ImportFrom)]
-        assert [(i.module, [a.name for a in i.names]) for i in handed] == [(f"cxr.cli.{name}", ["main"])], name
+    assert sorted(p.stem for p in (ROOT / "cxr" / "cli").glob("*.py") if p.stem != "__init__") == sorted(COMMANDS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["module", "script"])
 def test_a_command_started_as_a_process_prints_one_line(how, broken):
-    """The real entry points: ``python -m cxr.predict`` and the installed ``cxr-predict``."""
+    """The real entry points: ``python -m cxr.cli.predict`` and the installed ``cxr-predict``."""
     script = Path(sys.executable).parent / "cxr-predict"  # installed by requirements-dev.txt (-e .)
-    start = [sys.executable, "-m", "cxr.predict"] if how == "module" else [str(script)]
+    start = [sys.executable, "-m", "cxr.cli.predict"] if how == "module" else [str(script)]
     result = subprocess.run(
         [*start, str(EXAMPLES[0]), "--weights", str(broken)], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
@@ -115,8 +107,10 @@ def test_a_command_started_as_a_process_prints_one_line(how, broken):
 def test_every_command_readme_shows_exists_and_answers_help(capsys):
     import re
 
-    shown = set(re.findall(r"python -m cxr\.(?:cli\.)?(\w+)", (ROOT / "README.md").read_text()))
+    readme = (ROOT / "README.md").read_text()
+    shown = set(re.findall(r"python -m cxr\.cli\.(\w+)", readme))
     assert shown and shown <= set(COMMANDS), shown - set(COMMANDS)
+    assert re.findall(r"python -m cxr\.(?!cli\.)\w+", readme) == []  # the old spellings are gone
     for name in sorted(shown):
         with pytest.raises(SystemExit) as done:
             importlib.import_module(f"cxr.cli.{name}").main(["--help"])

@@ -68,12 +68,12 @@ def test_split_is_stratified_and_seeded(train_samples):
 
 @pytest.fixture(scope="module")
 def val_report(data_dir, tmp_path_factory):
-    """`python -m cxr.evaluate --split val --json --plots` on the bundled weights, run once."""
+    """`python -m cxr.cli.evaluate --split val --json --plots` on the bundled weights, run once."""
     plots = tmp_path_factory.mktemp("plots")
     command = [
         sys.executable,
         "-m",
-        "cxr.evaluate",
+        "cxr.cli.evaluate",
         "--data",
         str(data_dir),
         "--split",
@@ -135,7 +135,7 @@ def test_evaluate_json_agrees_with_scikit_learn(data_dir, val_report):
 
 @pytest.mark.slow
 def test_evaluate_command_on_full_size_images(originals_dir):
-    command = [sys.executable, "-m", "cxr.evaluate", "--data", str(originals_dir), "--json"]
+    command = [sys.executable, "-m", "cxr.cli.evaluate", "--data", str(originals_dir), "--json"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout.strip().splitlines()[-1])

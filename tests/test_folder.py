@@ -51,7 +51,7 @@ def test_recalibrating_a_folder_in_place_by_its_own_rule_changes_nothing(data_di
     folder is rewritten through the staging step (nothing left beside it)."""
     folder = tmp_path / DEFAULT_MODEL
     shutil.copytree(WEIGHTS_DIR / DEFAULT_MODEL, folder)
-    command = [sys.executable, "-m", "cxr.calibrate", "--weights", str(folder), "--data", str(data_dir)]
+    command = [sys.executable, "-m", "cxr.cli.calibrate", "--weights", str(folder), "--data", str(data_dir)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]
     before, after = (ModelConfig.from_json(f / CONFIG_NAME) for f in (WEIGHTS_DIR / DEFAULT_MODEL, folder))

@@ -107,7 +107,7 @@ def test_no_repo_configured_means_bundled(monkeypatch):
 @pytest.mark.slow
 def test_a_trained_model_from_the_hub_cache_keeps_its_ood_check_and_evaluates(tmp_path, originals_dir):
     """A real trained folder as a Hub repo: the predictor gets its out-of-distribution file too,
-    and `cxr.evaluate --weights org/name` measures exactly those weights."""
+    and `cxr-evaluate --weights org/name` measures exactly those weights."""
     from cxr.ood import OOD_NAME
 
     cache = tmp_path / "hub"
@@ -131,14 +131,14 @@ def test_a_trained_model_from_the_hub_cache_keeps_its_ood_check_and_evaluates(tm
     assert loaded.returncode == 0 and loaded.stdout.split() == ["True", DEFAULT_ARCHITECTURE], loaded.stderr[-2000:]
 
     def evaluate(weights: str) -> dict:
-        command = [sys.executable, "-m", "cxr.evaluate", "--data", str(originals_dir), "--weights", weights, "--json"]
+        command = [sys.executable, "-m", "cxr.cli.evaluate", "--data", str(originals_dir), "--weights", weights, "--json"]
         result = subprocess.run(command, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     assert evaluate(f"{REPO}@{COMMIT}") == evaluate(str(WEIGHTS_DIR / DEFAULT_MODEL))
     missing = subprocess.run(
-        [sys.executable, "-m", "cxr.evaluate", "--data", str(originals_dir), "--weights", "cxr-test/absent"],
+        [sys.executable, "-m", "cxr.cli.evaluate", "--data", str(originals_dir), "--weights", "cxr-test/absent"],
         cwd=ROOT,
         env={**clean, **env},
         capture_output=True,

@@ -1,4 +1,4 @@
-"""`python -m cxr.predict`: batch screening of files and folders to CSV, bad files reported in it."""
+"""`python -m cxr.cli.predict`: batch screening of files and folders to CSV, bad files reported in it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def predictor() -> Predictor:
 
 def run_predict(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cxr.predict", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "cxr.cli.predict", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
 
 

@@ -96,7 +96,7 @@ def test_stress_metrics_agree_with_scikit_learn(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_command_stress_json(originals_dir):
-    command = [sys.executable, "-m", "cxr.evaluate", "--data", str(originals_dir), "--stress", "--json"]
+    command = [sys.executable, "-m", "cxr.cli.evaluate", "--data", str(originals_dir), "--stress", "--json"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])

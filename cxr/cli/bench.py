@@ -1,11 +1,11 @@
 """Speed on this machine: per model, and through the running app.
 
-    python -m cxr.bench [--weights DIR ...] [--runs 30] [--batch-size 32] [--json]
-    python -m cxr.bench --train resnet18 efficientnet_lite0:blocks.2     # training img/s instead
+    python -m cxr.cli.bench [--weights DIR ...] [--runs 30] [--batch-size 32] [--json]
+    python -m cxr.cli.bench --train resnet18 efficientnet_lite0:blocks.2     # training img/s instead
 
 For each model (default: every bundled weights folder): p50/p95 of a plain forward, of predict +
 Grad-CAM, and of the whole answer (decode, predict, overlay); folder throughput of
-``python -m cxr.predict`` (images/s, decode included). Then, for the default model, the app:
+``python -m cxr.cli.predict`` (images/s, decode included). Then, for the default model, the app:
 cold start (``python app.py`` launched → first /predict answer, with its parts) and the
 ``gradio_client`` round trip, broken down: the HTTP requests and new ``httpx`` clients of one call,
 each step's time, the overlay's bytes, and the same four requests made directly over one

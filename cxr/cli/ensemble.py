@@ -1,6 +1,6 @@
 """Assemble weights folders into one ensemble folder, calibrated by the rule that transfers best (cxr.calibrate).
 
-    python -m cxr.ensemble --members runs/a runs/b weights/efficientnet_lite0 --out weights/ensemble
+    python -m cxr.cli.ensemble --members runs/a runs/b weights/efficientnet_lite0 --out weights/ensemble
 
 Members are copied as they are; ``ensemble.json`` records them and the calibration of their mean
 (``cxr.ensemble``). The app and every command serve the folder as one model.

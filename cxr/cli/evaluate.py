@@ -1,10 +1,10 @@
 """Evaluate weights on a Kaggle-layout folder, or on the validation split their config records.
 
-    python -m cxr.evaluate --data ../shared/data/chest_xray --split val
-    python -m cxr.evaluate --data ../shared/data/chest_xray --split val --stress --json   # shift-stress bank
-    python -m cxr.evaluate --data ../shared/data/val_originals --json --plots plots/
-    python -m cxr.evaluate --data ../shared/data/chest_xray --split val --flip-tta        # a lever, measured
-    python -m cxr.evaluate --data ../shared/data/chest_xray --split val --weights A B    # an ensemble
+    python -m cxr.cli.evaluate --data ../shared/data/chest_xray --split val
+    python -m cxr.cli.evaluate --data ../shared/data/chest_xray --split val --stress --json   # shift-stress bank
+    python -m cxr.cli.evaluate --data ../shared/data/val_originals --json --plots plots/
+    python -m cxr.cli.evaluate --data ../shared/data/chest_xray --split val --flip-tta        # a lever, measured
+    python -m cxr.cli.evaluate --data ../shared/data/chest_xray --split val --weights A B    # an ensemble
     python -m cxr.cli.evaluate --data DIR --json --adapt       # site adaptation on DIR's images as one batch
 
 Uses the weights' own preprocessing, temperature and threshold. Several --weights: the mean of their

@@ -1,6 +1,6 @@
 """Concurrent load on the real app over loopback: errors, latency, throughput, and answer integrity.
 
-    python -m cxr.loadtest [--clients 8] [--calls 25] [--url URL] [--json]
+    python -m cxr.cli.loadtest [--clients 8] [--calls 25] [--url URL] [--json]
 
 Without --url it starts `python app.py` itself. Each image is first answered alone; under load,
 every answer must equal its own image's answer (probability and overlay bytes), which catches

@@ -1,6 +1,6 @@
 """Does an upload look like the training X-rays? Mahalanobis distance in the model's feature space.
 
-    python -m cxr.ood --weights weights/efficientnet_lite0 --data ../shared/data/chest_xray
+    python -m cxr.cli.ood --weights weights/efficientnet_lite0 --data ../shared/data/chest_xray
 
 Fits a mean and a shrunk covariance (Ledoit-Wolf) on the pooled features of the training split,
 and a threshold that lets >= 99 % of the validation X-rays pass; writes ``ood.safetensors`` and

@@ -1,6 +1,6 @@
 """Screen many chest X-ray files: one CSV row per file, optional Grad-CAM overlays.
 
-    python -m cxr.predict PATH... [--weights DIR] [--out results.csv] [--cam-dir DIR] [--batch-size 32] [--adapt]
+    python -m cxr.cli.predict PATH... [--weights DIR] [--out results.csv] [--cam-dir DIR] [--batch-size 32] [--adapt]
 
 PATHs are files or folders (searched recursively for images and DICOM). Without --cam-dir the
 images go through the model in batches (no gradients); with it each one gets its Grad-CAM

@@ -1,6 +1,6 @@
 """Average the weights of fine-tunes that share one pretrained start into one weights folder.
 
-    python -m cxr.soup --members runs/a runs/b runs/c --out runs/soup
+    python -m cxr.cli.soup --members runs/a runs/b runs/c --out runs/soup
 
 The soup is written like a trained folder (fp16 weights, stress-rule calibration, OOD fit, card);
 why and how: ``cxr.soup``.
