@@ -15,10 +15,13 @@ from gradio.components.label import LabelConfidence, LabelData
 from PIL import Image
 
 from cxr import ImageReadError, ModelLoadError, Predictor, model_choices, read_xray
-from cxr.examples import bundled_examples
+from cxr.examples import bundled_examples, example_label
+from cxr.inference import NOT_ASSESSED
+from cxr.io import formats_text
 from cxr.ood import REASON as OOD_REASON
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("app")
 # The model serves one request at a time (Predictor's lock), so it may use every core this process
 # may run on: the affinity mask, not the host's core count that a container (a Space) hides.
 torch.set_num_threads(int(os.environ.get("CXR_TORCH_THREADS") or len(os.sched_getaffinity(0))))
@@ -33,20 +36,43 @@ NOTICE = (
 
 
 @functools.cache
+def user_error(message: str) -> gr.Error:
+    """An expected mistake (a bad file, an unknown model): one log line and a clear message, no traceback."""
+    log.warning("refused: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
+@functools.cache
 def predictor_for(name: str) -> Predictor:
     """Each model is loaded once, on first use."""
     if name not in MODELS:
-        raise gr.Error(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+        raise user_error(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
     return Predictor.from_folder(MODELS[name])
 
 
-UNUSUAL = (
-    f"This image looks {OOD_REASON} (pediatric chest X-rays, ages 1-5; far from them in the model's "
-    "feature space): the result is unreliable."
+NOT_ASSESSED_TEXT = (
+    f"### No screening decision\nThis image does not look like a chest X-ray of a child like those the "
+    f"model was trained on (ages 1-5): it is {OOD_REASON}. The model gives no decision for it; the "
+    "probability below is shown for reference only and is not reliable."
 )
 UNCERTAIN = (
     "The ensemble's members disagree on this X-ray (some on each side of the threshold): treat it as borderline."
 )
+HOW_TO_READ = f"""
+- **Probability** is the model's calibrated P(pneumonia): its temperature and bias were fitted on a
+  patient-grouped validation split, clean and under simulated acquisition changes (cropping,
+  exposure, blur, JPEG, markers), so about that share of such X-rays are pneumonia.
+- **Decision** is PNEUMONIA when the probability reaches the model's **threshold**, chosen so that at
+  least 97 % of pneumonia cases in validation are caught; below it, NORMAL.
+- **NOT_ASSESSED**: the image is far from the training X-rays in the model's feature space (a photo,
+  a document, an adult's film, an unusual acquisition). No decision is given; the probability is
+  shown but means little. **Uncertain** (ensembles): members fall on both sides of the threshold.
+- **Grad-CAM** colours the regions whose features pushed the model towards the decision shown, at a
+  coarse 7 x 7 resolution. It shows where the evidence the model used lies, not a lesion, and red is
+  not "disease": for a NORMAL decision it marks what made the model call it normal.
+- Accepted files: {formats_text()}, up to 50 MB. Trained only on pediatric X-rays from one hospital.
+"""
+MAP_CAPTION = "Grad-CAM: regions that pushed the model towards {decision}"
 
 
 class DecisionLabel(gr.Label):
@@ -58,19 +84,26 @@ class DecisionLabel(gr.Label):
         return value if isinstance(value, LabelData) else super().postprocess(value)
 
 
-def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[LabelData, Image.Image, dict]:
-    """Chest X-ray file → (decision with {PNEUMONIA: p, NORMAL: 1 - p}, Grad-CAM overlay, answer as JSON).
+def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[LabelData, Image.Image | None, dict]:
+    """Screen a pediatric chest X-ray for pneumonia (research demo, not a diagnostic device).
 
-    Runs with ``preprocess=False``: Gradio checks and caches the upload but does not decode it,
-    so every file, readable or not, reaches ``cxr.io`` and bad ones get its clear message.
+    Returns the decision with P(pneumonia) and P(normal), a Grad-CAM overlay of the regions behind the
+    decision, and the answer as JSON: probability, decision (PNEUMONIA, NORMAL, or NOT_ASSESSED when
+    the image is unlike the pediatric chest X-rays the model was trained on: then no overlay), threshold,
+    unusual, reason, uncertain, ood_distance, model and sha256. Runs with ``preprocess=False``: every
+    file, readable or not, reaches ``cxr.io``, so bad ones get its clear message.
+
+    Args:
+        upload: the chest X-ray ({formats}), frontal view.
+        model: the model's name (default: the shipped default).
     """
     path = upload.get("path") if isinstance(upload, dict) else upload
     if not path:
-        raise gr.Error("Upload a chest X-ray image first.")
+        raise user_error("Upload a chest X-ray image first.")
     try:
         image = read_xray(path)
     except ImageReadError as error:
-        raise gr.Error(str(error)) from error
+        raise user_error(str(error)) from error
     name = model or DEFAULT_MODEL
     predictor = predictor_for(name)
     prediction, overlay = predictor.explain(image)
@@ -78,25 +111,32 @@ def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[Labe
     # identical answers (two users on one example) would share a file while it is rewritten. A
     # per-request JPEG comment keeps every answer its own file.
     overlay.info["comment"] = uuid.uuid4().hex
-    if prediction.unusual:
-        gr.Warning(UNUSUAL)
     confidences = sorted(prediction.confidences().items(), key=lambda item: -item[1])
     label = LabelData(
-        label=prediction.label, confidences=[LabelConfidence(label=k, confidence=v) for k, v in confidences]
+        label=prediction.decision, confidences=[LabelConfidence(label=k, confidence=v) for k, v in confidences]
     )
-    return label, overlay, prediction.record() | {"model": name, "sha256": predictor.weights_sha256}
+    # An image the model was not made for gets no map: it would explain a decision that is not given.
+    shown = None if prediction.unusual else overlay
+    return label, shown, prediction.record() | {"model": name, "sha256": predictor.weights_sha256}
 
 
-def decision(answer: dict | None) -> str:
-    """The screening decision shown under the probabilities, with any warning."""
+predict.__doc__ = predict.__doc__.replace("{formats}", formats_text())
+
+
+def render(answer: dict | None) -> tuple[str, dict, dict]:
+    """The words around an answer: the headline text, the bars' emphasis, and what the map explains."""
     if not answer:
-        return ""
-    warnings = [text for flag, text in (("unusual", UNUSUAL), ("uncertain", UNCERTAIN)) if answer.get(flag)]
-    return (
+        return "", gr.update(elem_classes=[]), gr.update(label=MAP_CAPTION.format(decision="the decision"))
+    if answer["decision"] == NOT_ASSESSED:
+        text = NOT_ASSESSED_TEXT + f" (P(pneumonia) = {answer['probability']:.3f})"
+        return text, gr.update(elem_classes=["not-assessed"]), gr.update(label="Grad-CAM: not drawn (no decision)")
+    text = (
         f"### Decision: {answer['decision']}\n"
         f"P(pneumonia) = {answer['probability']:.3f}; the model's screening threshold is {answer['threshold']:.3f}."
-        + "".join(f"\n\n**Warning:** {text}" for text in warnings)
     )
+    if answer.get("uncertain"):
+        text += f"\n\n**Warning:** {UNCERTAIN}"
+    return text, gr.update(elem_classes=[]), gr.update(label=MAP_CAPTION.format(decision=answer["decision"]))
 
 
 def describe(model: str) -> str:
@@ -121,6 +161,8 @@ threading.Thread(target=default_predictor.explain, args=(Image.new("L", (1024, 8
 # Uploads and overlays live in Gradio's cache only briefly: swept once they are UPLOAD_TTL seconds old.
 # No analytics, no run history: the app keeps nothing about its users.
 UPLOAD_TTL = int(os.environ.get("CXR_UPLOAD_TTL", "600"))
+WRAP_JSON = ".wrap-json * { overflow-wrap: anywhere; white-space: pre-wrap; }"  # long sha256 values wrap
+CSS = ".not-assessed .output-class, .not-assessed .confidence-set { opacity: 0.45; }"  # bars de-emphasised
 with gr.Blocks(
     title="Pneumonia screening on chest X-rays", delete_cache=(UPLOAD_TTL, UPLOAD_TTL), analytics_enabled=False
 ) as demo:
@@ -131,25 +173,39 @@ with gr.Blocks(
                 type="filepath",
                 image_mode=None,
                 sources=["upload", "clipboard"],
-                label="Chest X-ray (drag and drop)",
+                label=f"Chest X-ray (drag and drop: {formats_text()})",
                 elem_id="xray",
             )
             model = gr.Dropdown(list(MODELS), value=DEFAULT_MODEL, label="Model", elem_id="model")
             analyze = gr.Button("Analyze", variant="primary", elem_id="analyze")
         with gr.Column():
-            label = DecisionLabel(label="Screening decision", elem_id="probability")
             verdict = gr.Markdown(elem_id="decision")
+            label = DecisionLabel(label="Screening decision", elem_id="probability")
             # JPEG: encoding a 1024 px overlay as PNG took longer than the model (see README, Speed)
-            cam = gr.Image(type="pil", format="jpeg", label="Grad-CAM: where the model looked", elem_id="overlay")
-            answer = gr.JSON(label="Answer (as API clients get it)", elem_id="answer")
-    analyze.click(predict, [image, model], [label, cam, answer], api_name="predict", preprocess=False).success(
-        decision, answer, verdict, api_visibility="private"
-    )
-    # A new image or model clears the previous answer, so no result stands beside the wrong input.
-    for trigger in (image.change, model.change):
-        trigger(lambda: (None, None, None, ""), None, [label, cam, answer, verdict], api_visibility="private")
+            caption = MAP_CAPTION.format(decision="the decision")
+            cam = gr.Image(type="pil", format="jpeg", label=caption, elem_id="overlay")
+            with gr.Accordion("How to read this", open=False, elem_id="how-to-read"):
+                gr.Markdown(HOW_TO_READ)
+            answer = gr.JSON(label="Answer (as API clients get it)", elem_id="answer", elem_classes=["wrap-json"])
+    analyze.click(predict, [image, model], [label, cam, answer], api_name="predict", preprocess=False)
+    # Every answer, from the button or an example, is put into words by one private step.
+    answer.change(render, answer, [verdict, label, cam], api_visibility="private")
+    # A new image or model from the user clears the previous answer, so no result stands beside the
+    # wrong input (``input``, not ``change``: an example click sets the image and then answers).
+    for trigger in (image.input, model.input):
+        trigger(lambda: (None, None, None), None, [label, cam, answer], api_visibility="private")
     if EXAMPLES:
-        gr.Examples(EXAMPLES, inputs=image, label="Example X-rays (Kermany et al. 2018, CC BY 4.0)", elem_id="examples")
+        gr.Examples(
+            EXAMPLES,
+            inputs=image,
+            outputs=[label, cam, answer],
+            fn=predict,
+            run_on_click=True,  # a click answers, as the button does (the default model)
+            preprocess=False,
+            example_labels=[example_label(path) for path in EXAMPLES],
+            label="Example X-rays: click one to analyse it (Kermany et al. 2018, CC BY 4.0)",
+            elem_id="examples",
+        )
     about = gr.Markdown(describe(DEFAULT_MODEL))
     model.change(describe, model, about, api_visibility="private")
 
@@ -157,4 +213,4 @@ if __name__ == "__main__":
     # Two workers for two cores: one decodes and draws while the other holds the model (one at a time,
     # see Predictor). Past CXR_QUEUE_SIZE waiting requests, new ones get Gradio's "queue is full" error.
     demo.queue(default_concurrency_limit=2, max_size=int(os.environ.get("CXR_QUEUE_SIZE", "64")))
-    demo.launch(max_file_size="50mb", run_history=False)
+    demo.launch(max_file_size="50mb", run_history=False, css=CSS + WRAP_JSON)

@@ -32,17 +32,25 @@ from cxr.model import (
 from cxr.ood import REASON as OOD_REASON
 from cxr.ood import OodScorer
 
+NOT_ASSESSED = "NOT_ASSESSED"  # the decision for an image outside the population the model was made for
+
 
 @dataclass(frozen=True)
 class Prediction:
     probability: float  # calibrated P(PNEUMONIA)
-    label: str  # the decision at the model's threshold
+    label: str  # the class at the model's threshold (what Grad-CAM explains), whatever the image
     threshold: float
     cam: np.ndarray | None  # Grad-CAM map in [0, 1] at model input size (None from ``screen``)
     ood_distance: float | None = None  # distance from the training X-rays (None: no check fitted)
     unusual: bool = False  # True: does not look like the training data, the answer is unreliable
     uncertain: bool = False  # True: an ensemble's members fall on both sides of the threshold
     labels: tuple[str, str] = LABELS  # (negative, positive): the config's, NORMAL and PNEUMONIA
+
+    @property
+    def decision(self) -> str:
+        """The screening decision: ``label``, or ``NOT_ASSESSED`` when the image is unusual (no
+        decision is given for an image unlike the children's X-rays the model was trained on)."""
+        return NOT_ASSESSED if self.unusual else self.label
 
     def confidences(self) -> dict[str, float]:
         negative, positive = self.labels
@@ -52,7 +60,7 @@ class Prediction:
         """The answer as plain JSON values: what API clients and the batch CSV get."""
         return {
             "probability": self.probability,
-            "decision": self.label,
+            "decision": self.decision,
             "threshold": self.threshold,
             "unusual": self.unusual,
             "reason": OOD_REASON if self.unusual else None,  # why "unusual", in words a client can show

@@ -18,8 +18,27 @@ from cxr.errors import ImageReadError
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 60_000_000  # a 7,000 x 8,500 detector image fits; a decompression bomb does not
 MIN_SIDE = 64
-# What a folder is searched for (training data, evaluation, batch prediction): the formats read_xray reads.
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"}
+# The formats read_xray reads, by file suffix: what a folder is searched for (training data, evaluation,
+# batch prediction), and the one list the UI, the error message and README name.
+FORMATS = {
+    ".jpeg": "JPEG",
+    ".jpg": "JPEG",
+    ".png": "PNG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WebP",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+    ".dcm": "DICOM",
+    ".dicom": "DICOM",
+}
+IMAGE_SUFFIXES = set(FORMATS)
+
+
+def formats_text() -> str:
+    """The readable formats in words: "JPEG, PNG, TIFF, WebP, BMP, GIF or DICOM"."""
+    names = list(dict.fromkeys(FORMATS.values()))
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def read_xray(path: str | Path) -> Image.Image:
@@ -82,7 +101,7 @@ def _read_image(path: Path) -> Image.Image:
         ) from error
     except UnidentifiedImageError as error:
         raise ImageReadError(
-            "This file is not an image that can be read. Upload a chest X-ray as JPEG, PNG, TIFF, WebP, BMP or DICOM."
+            f"This file is not an image that can be read. Upload a chest X-ray as {formats_text()}."
         ) from error
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
         raise ImageReadError(f"The image data is damaged or truncated ({error}).") from error

@@ -131,7 +131,8 @@ def test_a_trained_model_from_the_hub_cache_keeps_its_ood_check_and_evaluates(tm
     assert loaded.returncode == 0 and loaded.stdout.split() == ["True", DEFAULT_ARCHITECTURE], loaded.stderr[-2000:]
 
     def evaluate(weights: str) -> dict:
-        command = [sys.executable, "-m", "cxr.cli.evaluate", "--data", str(originals_dir), "--weights", weights, "--json"]
+        data = ["--data", str(originals_dir)]
+        command = [sys.executable, "-m", "cxr.cli.evaluate", *data, "--weights", weights, "--json"]
         result = subprocess.run(command, cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
