@@ -22,6 +22,7 @@ from cxr.ood import REASON as OOD_REASON
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio polls itself; each request is not news
 # The model serves one request at a time (Predictor's lock), so it may use every core this process
 # may run on: the affinity mask, not the host's core count that a container (a Space) hides.
 torch.set_num_threads(int(os.environ.get("CXR_TORCH_THREADS") or len(os.sched_getaffinity(0))))

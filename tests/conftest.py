@@ -35,6 +35,14 @@ def hostile_uploads(tmp_path_factory) -> dict[str, tuple[Path, str]]:
     return hostile_files(VARIANT_SOURCE, tmp_path_factory.mktemp("hostile"))
 
 
+@pytest.fixture(scope="session")
+def not_xrays(tmp_path_factory) -> dict[str, Path]:
+    """random_colours, photo_temple, photo_flower, document: pictures that are no child's chest X-ray."""
+    from tests.inputs import make_not_xrays
+
+    return make_not_xrays(tmp_path_factory.mktemp("not_xrays"))
+
+
 def true_class(example: Path) -> str:
     """Bundled examples are named after their class: normal_*.jpeg, pneumonia_*.jpeg."""
     return example.name.split("_")[0].upper()

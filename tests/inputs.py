@@ -137,3 +137,28 @@ HOSTILE_CASES = [
     "not_really.dcm",
     "bomb.png",
 ]
+
+
+def make_not_xrays(folder: Path) -> dict[str, Path]:
+    """Pictures that are not a child's chest X-ray, as a person might upload them: random colours, two
+    real photographs (scikit-learn's bundled sample images, CC BY 2.0) and a scanned-looking document."""
+    from PIL import ImageDraw, ImageFilter
+    from sklearn.datasets import load_sample_images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    pictures = {"random_colours.png": Image.fromarray(rng.integers(0, 256, (400, 500, 3), np.uint8))}
+    for name, array in zip(("photo_temple.jpg", "photo_flower.jpg"), load_sample_images().images, strict=True):
+        pictures[name] = Image.fromarray(array)
+    page = Image.new("L", (850, 1100), 245)
+    draw = ImageDraw.Draw(page)
+    draw.text((70, 60), "DISCHARGE SUMMARY", fill=0)
+    for row, y in enumerate(range(110, 1040, 22)):
+        line = f"{row + 1:02d}  Patient seen in clinic; findings reviewed, plan discussed. Ref {row * 37}"
+        draw.text((70, y), line, fill=30)
+    pictures["document_scan.jpg"] = page.filter(ImageFilter.GaussianBlur(0.6))
+    paths = {}
+    for name, picture in pictures.items():
+        picture.save(folder / name)
+        paths["document" if name.startswith("document") else Path(name).stem] = folder / name
+    return paths

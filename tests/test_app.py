@@ -118,13 +118,12 @@ def test_no_image_gets_a_clear_message(client):
         client.predict(None, api_name="/predict")
 
 
-def test_an_image_that_is_not_an_xray_is_still_answered(client, tmp_path):
-    """The UI adds a warning (see test_ood.py for the check itself); the API still answers."""
-    import numpy as np
-
-    photo = tmp_path / "holiday.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 500, 3), np.uint8)).save(photo)
-    label, overlay, answer = client.predict(handle_file(str(photo)), api_name="/predict")
+@pytest.mark.parametrize("kind", ["random_colours", "photo_temple", "photo_flower", "document"])
+def test_a_picture_that_is_not_a_chest_xray_is_not_assessed(client, not_xrays, kind):
+    """No decision for an image the model was not made for: the label and the JSON say NOT_ASSESSED,
+    the probability is still there with the reason, and no map is drawn."""
+    label, overlay, answer = client.predict(handle_file(str(not_xrays[kind])), api_name="/predict")
+    assert label["label"] == answer["decision"] == "NOT_ASSESSED"
     assert {c["label"] for c in label["confidences"]} == {"NORMAL", "PNEUMONIA"}
-    assert answer["unusual"] is True  # the out-of-distribution flag reaches API clients
-    assert Image.open(overlay).size == (500, 400)
+    assert answer["unusual"] is True and "pediatric chest X-ray population" in answer["reason"]
+    assert 0.0 <= answer["probability"] <= 1.0 and overlay is None

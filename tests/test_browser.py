@@ -79,10 +79,18 @@ def drop_file(page, path: Path, name: str | None = None) -> None:
 def analyze(page) -> tuple[str, float]:
     """Click Analyze and wait for the answer: (decision shown, P(pneumonia) shown in %)."""
     page.click("#analyze")
-    decision = page.locator("#decision").filter(has_text="Decision:")
-    decision.wait_for()
+    return shown_answer(page)
+
+
+def shown_answer(page, previous: str = "") -> tuple[str, float]:
+    """Wait for a decision (other than the ``previous`` text) and its map; (decision, P(pneumonia))."""
+    page.wait_for_function(
+        "previous => { const t = document.querySelector('#decision')?.innerText || '';"
+        " return t.includes('Decision:') && t !== previous; }",
+        arg=previous,
+    )
     page.locator("#overlay img").wait_for()
-    text = decision.inner_text()
+    text = page.inner_text("#decision")
     label = re.search(r"Decision: (NORMAL|PNEUMONIA)", text).group(1)
     probability = float(re.search(r"P\(pneumonia\) = ([0-9.]+)", text).group(1))
     return label, probability
@@ -104,18 +112,41 @@ def test_drag_and_drop_a_full_size_xray(page, originals_dir, tmp_path):
         shutil.copy(screenshot, os.environ["CXR_SCREENSHOT"])
 
 
-def test_every_example_click_shows_its_result(page):
+def test_every_example_is_captioned_and_a_click_shows_its_result(page):
+    """One click on an example answers (no Analyze), its caption names its class, and the map's
+    caption names the decision it explains."""
     examples = page.locator("#examples button.gallery-item")
     assert examples.count() == len(EXAMPLES)
+    previous = ""
     for index, example in enumerate(EXAMPLES):
+        caption = examples.nth(index).inner_text()
+        assert true_class(example).lower() in caption.lower() and "Kermany" in caption, caption
         examples.nth(index).click()
-        page.locator("#decision").filter(has_text="Decision:").wait_for(state="detached")  # the old answer goes
         page.locator(f'#xray img[src*="{example.name}"]').wait_for()  # this example is the input now
-        label, _ = analyze(page)
+        label, _ = shown_answer(page, previous)
+        previous = page.inner_text("#decision")
         assert label == true_class(example), example.name
         # The probability box is headed by the decision, never by a class the decision contradicts.
         lines = [line.strip() for line in page.inner_text("#probability").splitlines() if line.strip()]
         assert lines[lines.index("Screening decision") + 1] == label, (example.name, lines)
+        page.locator("#overlay").get_by_text(f"regions that pushed the model towards {label}").wait_for()
+
+
+def test_a_picture_that_is_not_a_chest_xray_gets_no_decision_and_no_map(page, not_xrays):
+    """The headline says no decision is given and why; no map; the reading guide starts collapsed."""
+    guide = page.locator("#how-to-read")
+    assert not guide.get_by_text("Grad-CAM** colours").count() and not guide.get_by_text("coarse 7 x 7").is_visible()
+    drop_file(page, not_xrays["document"])
+    page.locator("#xray img").wait_for()
+    page.click("#analyze")
+    page.locator("#decision").get_by_text("No screening decision").wait_for()
+    assert "pediatric chest X-ray population" in page.inner_text("#decision")
+    assert "NOT_ASSESSED" in page.inner_text("#probability")
+    assert page.locator("#probability.not-assessed").count() == 1  # the bars are de-emphasised
+    assert page.locator("#overlay img").count() == 0
+    page.locator("#overlay").get_by_text("not drawn").wait_for()
+    guide.get_by_text("How to read this").click()
+    guide.get_by_text("coarse 7 x 7").wait_for()
 
 
 def test_a_file_that_is_not_an_image_shows_the_error_and_the_page_still_works(page, tmp_path):

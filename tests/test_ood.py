@@ -67,6 +67,22 @@ def test_real_xrays_are_not_flagged(predictor, example):
 def test_images_that_are_not_xrays_are_flagged(predictor, name):
     prediction = predictor.predict(not_xrays()[name])
     assert prediction.unusual, (name, prediction.ood_distance, predictor.members[0].ood.threshold)
+    assert prediction.decision == "NOT_ASSESSED" and prediction.label in ("NORMAL", "PNEUMONIA")
+
+
+def test_photos_and_documents_are_not_assessed(predictor, not_xrays):
+    for name, path in not_xrays.items():
+        prediction = predictor.predict(read_xray(path))
+        assert prediction.record()["decision"] == "NOT_ASSESSED", (name, prediction.ood_distance)
+
+
+def test_the_full_size_originals_always_get_a_decision(predictor, originals_dir):
+    """The 16 full-size validation X-rays (other sizes and framing than the 224 px training copies)."""
+    originals = sorted(p for p in originals_dir.rglob("*") if p.is_file())
+    assert len(originals) == 16
+    for path in originals:
+        prediction = predictor.predict(read_xray(path))
+        assert prediction.decision in ("NORMAL", "PNEUMONIA"), (path.name, prediction.ood_distance)
 
 
 def test_a_changed_ood_file_is_refused(tmp_path):

@@ -58,6 +58,15 @@ def test_folders_to_csv_with_bad_files_reported(predictor, variant_files, hostil
     assert rows["gone.png"]["error"] == "No such file."
 
 
+def test_pictures_that_are_not_chest_xrays_are_not_assessed_in_the_csv(not_xrays, tmp_path):
+    out = tmp_path / "results.csv"
+    result = run_predict(str(next(iter(not_xrays.values())).parent), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = rows_by_name(out.read_text())
+    assert {name: row["decision"] for name, row in rows.items()} == {p.name: "NOT_ASSESSED" for p in not_xrays.values()}
+    assert all(row["unusual"] == "1" and row["probability"] for row in rows.values())
+
+
 def test_cam_dir_writes_one_overlay_per_image(predictor, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"  # two inputs with the same name
     for folder in (first, second):
