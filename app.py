@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
-import uuid
 from pathlib import Path
 
 import gradio as gr
 import torch
+import uvicorn
+from fastapi import FastAPI
 from gradio.components.label import LabelConfidence, LabelData
 from PIL import Image
 
-from cxr import ImageReadError, ModelLoadError, Predictor, model_choices, read_xray
+from cxr import ImageReadError, ModelLoadError, model_choices
 from cxr.examples import bundled_examples, example_label
+from cxr.http_api import router
 from cxr.inference import NOT_ASSESSED
 from cxr.io import formats_text
 from cxr.ood import REASON as OOD_REASON
+from cxr.service import Screening, UnknownModelError
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
@@ -28,27 +30,21 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio polls itself; eac
 torch.set_num_threads(int(os.environ.get("CXR_TORCH_THREADS") or len(os.sched_getaffinity(0))))
 
 EXAMPLES = [str(p) for p in bundled_examples(Path(__file__).parent / "examples")]  # beside app.py, as in a Space
-MODELS = model_choices()  # the startup model first, then every folder in weights/
-DEFAULT_MODEL = next(iter(MODELS))
+SCREENING = Screening(model_choices())  # the startup model first, then every folder in weights/
+MODELS, DEFAULT_MODEL = SCREENING.models, SCREENING.default
+# Two workers for two cores: one decodes and draws while the other holds the model (one at a time,
+# see Predictor). Past QUEUE_SIZE waiting requests, new ones are turned away, on every door.
+WORKERS, QUEUE_SIZE = 2, int(os.environ.get("CXR_QUEUE_SIZE", "64"))
 NOTICE = (
     "**Research demo, not a diagnostic device.** Trained on pediatric chest X-rays (ages 1-5) from one "
     "hospital; it has not been validated for clinical use. Uploads are analysed in memory and not kept."
 )
 
 
-@functools.cache
 def user_error(message: str) -> gr.Error:
     """An expected mistake (a bad file, an unknown model): one log line and a clear message, no traceback."""
     log.warning("refused: %s", message)
     return gr.Error(message, print_exception=False)
-
-
-@functools.cache
-def predictor_for(name: str) -> Predictor:
-    """Each model is loaded once, on first use."""
-    if name not in MODELS:
-        raise user_error(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
-    return Predictor.from_folder(MODELS[name])
 
 
 NOT_ASSESSED_TEXT = (
@@ -85,43 +81,36 @@ class DecisionLabel(gr.Label):
         return value if isinstance(value, LabelData) else super().postprocess(value)
 
 
-def predict(upload: dict | str | None, model: str = DEFAULT_MODEL) -> tuple[LabelData, Image.Image | None, dict]:
-    """Screen a pediatric chest X-ray for pneumonia (research demo, not a diagnostic device).
+def screen_chest_xray(
+    upload: dict | str | None, model: str = DEFAULT_MODEL
+) -> tuple[LabelData, Image.Image | None, dict]:
+    """Screen one frontal chest X-ray of a young child (ages 1-5) for pneumonia.
+    Research demo, not a diagnostic device: never use it for a patient's care.
 
-    Returns the decision with P(pneumonia) and P(normal), a Grad-CAM overlay of the regions behind the
-    decision, and the answer as JSON: probability, decision (PNEUMONIA, NORMAL, or NOT_ASSESSED when
-    the image is unlike the pediatric chest X-rays the model was trained on: then no overlay), threshold,
-    unusual, reason, uncertain, ood_distance, model and sha256. Runs with ``preprocess=False``: every
-    file, readable or not, reaches ``cxr.io``, so bad ones get its clear message.
+    Returns the decision with P(pneumonia) and P(normal), a Grad-CAM overlay of the regions that pushed
+    the model towards its decision, and the answer as JSON: probability (calibrated P(pneumonia)),
+    decision (PNEUMONIA or NORMAL at the model's threshold; NOT_ASSESSED when the image does not look
+    like the pediatric chest X-rays the model was trained on: no decision, no overlay, "reason" says
+    why), threshold, unusual (true: outside that population), uncertain (true: an ensemble's members
+    disagree, treat as borderline), ood_distance, model and sha256 of the weights.
 
     Args:
-        upload: the chest X-ray ({formats}), frontal view.
+        upload: the chest X-ray file ({formats}), as an http(s) URL or a base64 data URI.
         model: the model's name (default: the shipped default).
     """
     path = upload.get("path") if isinstance(upload, dict) else upload
-    if not path:
-        raise user_error("Upload a chest X-ray image first.")
     try:
-        image = read_xray(path)
-    except ImageReadError as error:
+        prediction, overlay, record = SCREENING.screen(path, model or DEFAULT_MODEL)
+    except (ImageReadError, UnknownModelError) as error:
         raise user_error(str(error)) from error
-    name = model or DEFAULT_MODEL
-    predictor = predictor_for(name)
-    prediction, overlay = predictor.explain(image)
-    # Gradio stores a returned image under a hash of its bytes and writes it in place: two concurrent
-    # identical answers (two users on one example) would share a file while it is rewritten. A
-    # per-request JPEG comment keeps every answer its own file.
-    overlay.info["comment"] = uuid.uuid4().hex
     confidences = sorted(prediction.confidences().items(), key=lambda item: -item[1])
     label = LabelData(
         label=prediction.decision, confidences=[LabelConfidence(label=k, confidence=v) for k, v in confidences]
     )
-    # An image the model was not made for gets no map: it would explain a decision that is not given.
-    shown = None if prediction.unusual else overlay
-    return label, shown, prediction.record() | {"model": name, "sha256": predictor.weights_sha256}
+    return label, overlay, record
 
 
-predict.__doc__ = predict.__doc__.replace("{formats}", formats_text())
+screen_chest_xray.__doc__ = screen_chest_xray.__doc__.replace("{formats}", formats_text())
 
 
 def render(answer: dict | None) -> tuple[str, dict, dict]:
@@ -141,7 +130,7 @@ def render(answer: dict | None) -> tuple[str, dict, dict]:
 
 
 def describe(model: str) -> str:
-    config = predictor_for(model).config
+    config = SCREENING.predictor(model).config
     worst = config.stress_metrics.get("stress_worst")
     shift = f"; under the stress bank of acquisition changes, specificity ≥ {worst['specificity']:.2f}" if worst else ""
     auc = config.val_metrics.get("auc") or float("nan")
@@ -152,12 +141,11 @@ def describe(model: str) -> str:
 
 
 try:  # load the default before serving: broken weights stop the start with one clear line
-    default_predictor = predictor_for(DEFAULT_MODEL)
+    SCREENING.predictor()
 except ModelLoadError as error:
     raise SystemExit(f"Cannot start: {error}") from None
-# Warm-up: one answer on a blank image while the UI is built and the server starts, so the first real
-# request doesn't pay for the lazy set-up of torch's kernels and Grad-CAM (see README, Speed).
-threading.Thread(target=default_predictor.explain, args=(Image.new("L", (1024, 816), 128),), daemon=True).start()
+# Warm-up while the UI is built and the server starts; /v1/health answers 200 once it is done.
+threading.Thread(target=SCREENING.warm_up, daemon=True).start()
 
 # Uploads and overlays live in Gradio's cache only briefly: swept once they are UPLOAD_TTL seconds old.
 # No analytics, no run history: the app keeps nothing about its users.
@@ -188,7 +176,7 @@ with gr.Blocks(
             with gr.Accordion("How to read this", open=False, elem_id="how-to-read"):
                 gr.Markdown(HOW_TO_READ)
             answer = gr.JSON(label="Answer (as API clients get it)", elem_id="answer", elem_classes=["wrap-json"])
-    analyze.click(predict, [image, model], [label, cam, answer], api_name="predict", preprocess=False)
+    analyze.click(screen_chest_xray, [image, model], [label, cam, answer], api_name="predict", preprocess=False)
     # Every answer, from the button or an example, is put into words by one private step.
     answer.change(render, answer, [verdict, label, cam], api_visibility="private")
     # A new image or model from the user clears the previous answer, so no result stands beside the
@@ -200,7 +188,7 @@ with gr.Blocks(
             EXAMPLES,
             inputs=image,
             outputs=[label, cam, answer],
-            fn=predict,
+            fn=screen_chest_xray,
             run_on_click=True,  # a click answers, as the button does (the default model)
             preprocess=False,
             example_labels=[example_label(path) for path in EXAMPLES],
@@ -210,8 +198,17 @@ with gr.Blocks(
     about = gr.Markdown(describe(DEFAULT_MODEL))
     model.change(describe, model, about, api_visibility="private")
 
+demo.queue(default_concurrency_limit=WORKERS, max_size=QUEUE_SIZE)
+# One server, one port: the UI and gradio_client at /, plain HTTP/JSON at /v1 (docs at /docs), and the
+# screening tool over MCP at /gradio_api/mcp/. All share the models, their lock and the queue's bound.
+server = FastAPI(title="Pneumonia screening on chest X-rays", description=NOTICE, version="1")
+server.include_router(router(SCREENING, workers=WORKERS, max_waiting=QUEUE_SIZE))
+server = gr.mount_gradio_app(
+    server, demo, path="/", max_file_size="50mb", run_history=False, css=CSS + WRAP_JSON, mcp_server=True
+)
+
 if __name__ == "__main__":
-    # Two workers for two cores: one decodes and draws while the other holds the model (one at a time,
-    # see Predictor). Past CXR_QUEUE_SIZE waiting requests, new ones get Gradio's "queue is full" error.
-    demo.queue(default_concurrency_limit=2, max_size=int(os.environ.get("CXR_QUEUE_SIZE", "64")))
-    demo.launch(max_file_size="50mb", run_history=False, css=CSS + WRAP_JSON)
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")  # a Space sets 0.0.0.0
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    log.info("serving on http://%s:%d/ (HTTP/JSON at /v1, MCP at /gradio_api/mcp/)", host, port)
+    uvicorn.run(server, host=host, port=port, log_level="warning")

@@ -21,6 +21,7 @@ from cxr.forward import FeatureCapture, batched_logits
 from cxr.fov import field_of_view, paste
 from cxr.metrics import probabilities
 from cxr.model import (
+    CONFIG_NAME,
     ENSEMBLE_NAME,
     ModelConfig,
     ModelLoadError,
@@ -117,7 +118,7 @@ class Predictor:
     def weights_sha256(self) -> str:
         """The weights' checksum; an ensemble's is that of its members' checksums in order."""
         shas = [member.config.weights_sha256 for member in self.members]
-        return shas[0] if not self.ensemble else hashlib.sha256("".join(shas).encode()).hexdigest()
+        return shas[0] if not self.ensemble else ensemble_sha256(shas)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -224,6 +225,19 @@ class Predictor:
         """The prediction and its Grad-CAM overlay on ``image``."""
         prediction = self.predict(image)
         return prediction, overlay(image, prediction.cam)
+
+
+def ensemble_sha256(member_shas: list[str]) -> str:
+    """An ensemble's checksum: that of its members' weights checksums, in order."""
+    return hashlib.sha256("".join(member_shas).encode()).hexdigest()
+
+
+def folder_sha256(folder: Path) -> str:
+    """The checksum a Predictor loaded from ``folder`` reports, read from its configs alone."""
+    if not is_ensemble(folder):
+        return ModelConfig.from_json(folder / CONFIG_NAME).weights_sha256
+    members = ModelConfig.from_json(folder / ENSEMBLE_NAME).members
+    return ensemble_sha256([ModelConfig.from_json(folder / name / CONFIG_NAME).weights_sha256 for name in members])
 
 
 def _load_member(folder: Path) -> Member:
