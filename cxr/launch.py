@@ -24,7 +24,8 @@ def free_port() -> int:
 def start_app(
     env: dict[str, str] | None = None, timeout: float = 180, cwd: Path = ROOT
 ) -> tuple[subprocess.Popen, str, Path]:
-    """Run ``python app.py`` (from ``cwd``) on a free port; returns the process, its URL and its log file.
+    """Run ``python app.py`` (from ``cwd``) on a free port and wait until ``/v1/health`` says the default
+    model is loaded and warm; returns the process, its URL and its log file.
 
     The caller's Hub and model settings are not inherited: the app gets only what ``env`` says.
     """
@@ -48,7 +49,7 @@ def start_app(
         if process.poll() is not None:
             raise RuntimeError(f"app exited with {process.returncode}:\n{log_file.read_text()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url + "v1/health", timeout=2).status_code == 200:
                 return process, url, log_file
         time.sleep(0.2)
     process.kill()
