@@ -3,10 +3,8 @@ real app started with `python app.py`, giving one answer."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -14,12 +12,11 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from cxr.doors import McpDoor, data_uri, tool_answer
 from cxr.hub import DEFAULT_MODEL
 from tests.conftest import EXAMPLES, running_app, true_class
 
 pytestmark = pytest.mark.slow  # starts the app
-
-MCP_PATH = "gradio_api/mcp/"
 
 
 def http_predict(url: str, path, **fields) -> httpx.Response:
@@ -27,28 +24,13 @@ def http_predict(url: str, path, **fields) -> httpx.Response:
         return httpx.post(f"{url}v1/predict", files={"file": (path.name, handle)}, data=fields, timeout=120)
 
 
-async def mcp_call(url: str, arguments: dict) -> tuple[list, object]:
+def mcp_call(url: str, arguments: dict) -> tuple[list, object]:
     """The tools the MCP door lists and the result of calling its one tool (official mcp client)."""
-    from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
-
-    async with streamablehttp_client(url + MCP_PATH) as (read, write, _), ClientSession(read, write) as session:
-        await session.initialize()
-        tools = (await session.list_tools()).tools
-        return tools, await session.call_tool(tools[0].name, arguments)
-
-
-def mcp_answer(result) -> dict:
-    """decision and probability from the tool's text answer (the JSON output, printed by Gradio)."""
-    text = " ".join(item.text for item in result.content if item.type == "text")
-    return {
-        "decision": re.search(r"'decision': '(\w+)'", text).group(1),
-        "probability": float(re.search(r"'probability': ([0-9.e-]+)", text).group(1)),
-    }
-
-
-def data_uri(path) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
+    door = McpDoor(url)
+    try:
+        return door.tools(), door.call(arguments)
+    finally:
+        door.close()
 
 
 def test_health_and_models(app_url):
@@ -63,8 +45,8 @@ def test_the_same_answer_through_every_door(app_url, example):
     label, _, gradio_answer = Client(app_url, verbose=False).predict(handle_file(str(example)), api_name="/predict")
     http_answer = http_predict(app_url, example).json()
     with_map = http_predict(app_url, example, cam="true").json()
-    _, result = asyncio.run(mcp_call(app_url, {"upload": data_uri(example)}))
-    answers = [gradio_answer, http_answer, with_map, mcp_answer(result)]
+    _, result = (mcp_call(app_url, {"upload": data_uri(example)}))
+    answers = [gradio_answer, http_answer, with_map, tool_answer(result)]
     assert {a["decision"] for a in answers} == {true_class(example)} == {label["label"]}
     for answer in answers[1:]:
         assert answer["probability"] == pytest.approx(gradio_answer["probability"], abs=1e-6)
@@ -77,12 +59,12 @@ def test_a_picture_that_is_not_a_chest_xray_is_not_assessed_on_every_door(app_ur
     photo = not_xrays["photo_temple"]
     assert http_predict(app_url, photo, cam="true").json()["decision"] == "NOT_ASSESSED"
     assert "overlay_jpeg_base64" not in http_predict(app_url, photo, cam="true").json()  # no map for no decision
-    _, result = asyncio.run(mcp_call(app_url, {"upload": data_uri(photo)}))
-    assert mcp_answer(result)["decision"] == "NOT_ASSESSED"
+    _, result = (mcp_call(app_url, {"upload": data_uri(photo)}))
+    assert tool_answer(result)["decision"] == "NOT_ASSESSED"
 
 
 def test_the_mcp_door_offers_only_the_screening_tool_and_says_what_it_is(app_url):
-    tools, _ = asyncio.run(mcp_call(app_url, {"upload": data_uri(EXAMPLES[0])}))
+    tools, _ = (mcp_call(app_url, {"upload": data_uri(EXAMPLES[0])}))
     assert [tool.name for tool in tools] == ["screen_chest_xray"]
     description = tools[0].description
     for words in ("not a diagnostic device", "ages 1-5", "NOT_ASSESSED", "unusual", "uncertain"):
@@ -92,7 +74,7 @@ def test_the_mcp_door_offers_only_the_screening_tool_and_says_what_it_is(app_url
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "10.0.0.1", "169.254.169.254"])
 def test_the_mcp_door_refuses_to_fetch_loopback_and_private_addresses(app_url, host):
     port = httpx.URL(app_url).port
-    _, result = asyncio.run(mcp_call(app_url, {"upload": f"http://{host}:{port}/v1/models"}))
+    _, result = (mcp_call(app_url, {"upload": f"http://{host}:{port}/v1/models"}))
     assert result.isError
 
 
