@@ -12,6 +12,7 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 from gradio.components.label import LabelConfidence, LabelData
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from cxr import ImageReadError, ModelLoadError, model_choices
@@ -21,6 +22,7 @@ from cxr.inference import NOT_ASSESSED
 from cxr.io import formats_text
 from cxr.ood import REASON as OOD_REASON
 from cxr.service import Screening, UnknownModelError
+from cxr.sweep import start_sweeper
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
@@ -199,6 +201,8 @@ with gr.Blocks(
     model.change(describe, model, about, api_visibility="private")
 
 demo.queue(default_concurrency_limit=WORKERS, max_size=QUEUE_SIZE)
+# Gradio sweeps only the files it tracks; the MCP door's uploads land in the same folder untracked.
+start_sweeper(Path(get_upload_folder()), max_age=UPLOAD_TTL, every=max(1, UPLOAD_TTL // 2))
 # One server, one port: the UI and gradio_client at /, plain HTTP/JSON at /v1 (docs at /docs), and the
 # screening tool over MCP at /gradio_api/mcp/. All share the models, their lock and the queue's bound.
 server = FastAPI(title="Pneumonia screening on chest X-rays", description=NOTICE, version="1")

@@ -29,12 +29,7 @@ from cxr.launch import ROOT, start_app
 
 def timed_ms(fn: Callable[[], object], runs: int) -> dict[str, float]:
     """p50 and p95 in milliseconds after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
+    times = _times_ms(fn, runs)
     return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
 
 
@@ -93,6 +88,7 @@ def app_speed(image_path: Path, runs: int) -> dict[str, float]:
             )
         results |= client_breakdown(client, image_path, runs)
         results |= app_http(url, image_path, runs)
+        results |= doors_speed(url, image_path, runs)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -193,6 +189,44 @@ def app_http(url: str, image_path: Path, runs: int) -> dict[str, float]:
             http.get(message["output"]["data"][1]["url"]).raise_for_status()
 
         return _flat("app_http", timed_ms(call, runs))
+
+
+def doors_speed(url: str, image_path: Path, runs: int, concurrency: int = 4) -> dict[str, float]:
+    """p50/p95 of one answer through each door (HTTP without and with the map, gradio_client, MCP),
+    one caller at a time and with ``concurrency`` callers at once (each its own client)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cxr.doors import DOORS
+
+    results: dict[str, float] = {}
+    for name, make in DOORS.items():
+        door = make(url)
+        try:
+            results |= _flat(f"door_{name}", timed_ms(lambda d=door: d.screen(image_path), runs))
+        finally:
+            door.close()
+        doors = [make(url) for _ in range(concurrency)]
+        try:
+            with ThreadPoolExecutor(concurrency) as pool:
+                calls = [lambda d=door: d.screen(image_path) for door in doors]
+                times = [t for each in pool.map(lambda call: _times_ms(call, runs), calls) for t in each]
+        finally:
+            for door in doors:
+                door.close()
+        spread = {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
+        results |= _flat(f"door_{name}_x{concurrency}", spread)
+    return results
+
+
+def _times_ms(fn: Callable[[], object], runs: int) -> list[float]:
+    """Milliseconds of ``runs`` calls after one warm-up call (a connection, a session, lazy set-up)."""
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
 
 
 def train_throughput(architecture: str, in_chans: int, freeze_until: str | None = None, steps: int = 4) -> float:

@@ -2,7 +2,9 @@
 
 Each image is first answered alone; under load, every answer must equal its own image's answer
 (probability and overlay pixels), which catches Grad-CAM hooks or state leaking between
-concurrent requests. Bounded: clients x calls requests. The command is ``cxr.cli.loadtest``.
+concurrent requests. Bounded: clients x calls requests. The soak (:func:`run_soak`) mixes the three
+doors and valid, hostile and oversized inputs, and watches the app's memory, descriptors and cache.
+The command is ``cxr.cli.loadtest``.
 """
 
 from __future__ import annotations
@@ -61,4 +63,98 @@ def run_load(url: str, images: list[Path], clients: int = 8, calls: int = 25) ->
         "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
         "p95_ms": float(np.percentile(latencies, 95)) if len(latencies) else None,
         "throughput_per_s": len(outcomes) / wall,
+    }
+
+
+def process_stats(pid: int) -> dict[str, int]:
+    """Resident memory (MB) and open file descriptors of a process, from /proc (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+    return {"rss_mb": rss_kb // 1024, "fds": len(list(Path(f"/proc/{pid}/fd").iterdir()))}
+
+
+def files_in(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()} if folder.exists() else set()
+
+
+def soak_inputs(folder: Path, images: list[Path]) -> list[tuple[str, Path]]:
+    """Mixed traffic: valid X-rays, a file that is not an image, and one over the 50 MB limit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = folder / "not_an_image.jpg"
+    text.write_text("a text file renamed .jpg\n" * 40)
+    oversized = folder / "oversized.png"
+    with open(oversized, "wb") as handle:  # sparse: 51 MB on the wire, no disk used
+        handle.truncate(51 * 2**20)
+    return [("valid", image) for image in images] + [("hostile", text), ("oversized", oversized)]
+
+
+def run_soak(
+    url: str,
+    pid: int,
+    cache: Path,
+    inputs: list[tuple[str, Path]],
+    calls: int,
+    concurrency: int,
+    seconds: float,
+    ttl_wait: float,
+) -> dict:
+    """``calls`` requests (at most ``seconds``) from ``concurrency`` callers over mixed doors and inputs.
+
+    Each valid image is answered alone first; every later answer must equal it (probability to 1e-6,
+    decision). Hostile and oversized inputs must be refused, never fail otherwise. Resident memory
+    and descriptors of the app (``pid``) at start, after warm-up and at the end; files left in its
+    Gradio cache (``cache``) ``ttl_wait`` seconds after the last call.
+    """
+    from cxr.doors import DOORS, DoorError
+
+    start_stats, own_files = process_stats(pid), files_in(cache)  # the app's own: its example X-rays
+    doors = {name: DOORS[name](url) for name in ("http", "gradio_client", "mcp")}
+    reference = {path: doors["http"].screen(path) for kind, path in inputs if kind == "valid"}
+    for door in doors.values():  # warm-up: every door once
+        door.screen(next(iter(reference)))
+    warm_stats = process_stats(pid)
+
+    def one(index: int) -> str:
+        kind, path = inputs[index % len(inputs)]
+        door = list(DOORS)[index % 3] if kind == "valid" else "http"
+        caller = DOORS[door](url) if door != "mcp" else None
+        try:
+            answer = (caller or doors["mcp"]).screen(path)
+        except DoorError as error:
+            return "refused" if kind != "valid" else f"error: {error}"
+        except Exception as error:  # a transport failure counts against the server
+            return f"error: {type(error).__name__}: {error}"
+        finally:
+            if caller:
+                caller.close()
+        if kind != "valid":
+            return f"error: {kind} input was answered"
+        expected = reference[path]
+        close = abs(answer["probability"] - expected["probability"]) < 1e-6
+        same = close and answer["decision"] == expected["decision"]
+        return "ok" if same else "mismatch"
+
+    deadline = time.perf_counter() + seconds
+    outcomes: list[str] = []
+    with ThreadPoolExecutor(concurrency) as pool:
+        for begin in range(0, calls, concurrency * 4):  # in rounds, so the time bound is checked
+            if time.perf_counter() > deadline:
+                break
+            outcomes += pool.map(one, range(begin, min(begin + concurrency * 4, calls)))
+    for door in doors.values():
+        door.close()
+    end_stats = process_stats(pid)
+    time.sleep(ttl_wait)
+    errors = [o for o in outcomes if o.startswith("error")]
+    return {
+        "calls": len(outcomes),
+        "concurrency": concurrency,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "mismatches": outcomes.count("mismatch"),
+        "refused": outcomes.count("refused"),
+        "rss_mb": {"start": start_stats["rss_mb"], "warm": warm_stats["rss_mb"], "end": end_stats["rss_mb"]},
+        "rss_growth_after_warmup_mb": end_stats["rss_mb"] - warm_stats["rss_mb"],
+        "fds": {"start": start_stats["fds"], "warm": warm_stats["fds"], "end": process_stats(pid)["fds"]},
+        "cache_files_after_ttl": sorted(files_in(cache) - own_files),
     }

@@ -35,6 +35,9 @@ def test_bench_json_has_every_figure():
     assert figures["cold_server_up_s"] + figures["cold_first_call_s"] <= figures["cold_start_s"] + 0.02
     assert figures["cold_imports_s"] > 0
     _round_trip_breakdown(figures)
+    for door in ("http", "http_cam", "gradio_client", "mcp"):  # every door, alone and with 4 callers
+        for key in (f"door_{door}_ms", f"door_{door}_x4_ms"):
+            assert figures[f"{key}_p95"] >= figures[f"{key}_p50"] > 0, key
     assert set(figures["models"]) == set(bundled_models())
     assert figures["default"] == next(iter(figures["models"]))
     for model in figures["models"].values():

@@ -36,3 +36,21 @@ def test_a_full_queue_refuses_with_a_message_and_keeps_serving():
         refused = [o for o in outcomes if o != "ok"]
         assert refused and all("queue is full" in o.lower() for o in refused), refused
         assert call(EXAMPLES[0]) == "ok"  # and it still answers afterwards
+
+
+def test_a_short_soak_over_every_door_leaves_nothing_behind():
+    """CI's soak (README gives the 1,000-call figures): mixed doors and inputs, no error on valid input,
+    no answer that differs from its image's solo answer, descriptors back, no upload left after the TTL."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    command = [sys.executable, "-m", "cxr.cli.loadtest", "--soak", "120", "--concurrency", "4", "--ttl", "5", "--json"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert result.returncode == 0 and report["errors"] == 0 and report["mismatches"] == 0, report
+    assert report["calls"] == 120 and report["refused"] > 0  # hostile and oversized inputs were sent, and refused
+    assert report["fds"]["end"] <= report["fds"]["warm"] + 2, report["fds"]
+    assert report["cache_files_after_ttl"] == [], report["cache_files_after_ttl"]

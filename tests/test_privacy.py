@@ -43,3 +43,18 @@ def test_uploads_and_overlays_are_deleted_after_the_interval(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_the_sweeper_deletes_old_uploads_whoever_wrote_them_and_keeps_the_apps_own(tmp_path):
+    import os
+
+    from cxr.sweep import sweep
+
+    own, old, new = tmp_path / "a" / "example.jpeg", tmp_path / "b" / "file.jpg", tmp_path / "c" / "upload.png"
+    for path in (own, old, new):
+        path.parent.mkdir()
+        path.write_bytes(b"x")
+    for path in (own, old):
+        os.utime(path, (time.time() - 100, time.time() - 100))
+    assert sweep(tmp_path, max_age=50, keep=frozenset({own})) == 1
+    assert own.exists() and new.exists() and not old.exists() and not old.parent.exists()

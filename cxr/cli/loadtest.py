@@ -1,20 +1,29 @@
 """Concurrent load on the real app over loopback: errors, latency, throughput, and answer integrity.
 
     python -m cxr.cli.loadtest [--clients 8] [--calls 25] [--url URL] [--json]
+    python -m cxr.cli.loadtest --soak 1000 --concurrency 4 [--seconds 1800] [--ttl 20] [--json]
 
 Without --url it starts `python app.py` itself. Each image is first answered alone; under load,
 every answer must equal its own image's answer (probability and overlay bytes), which catches
 Grad-CAM hooks or state leaking between concurrent requests. Bounded: clients x calls requests.
+
+--soak N starts its own app (loopback only, uploads swept after --ttl seconds) and sends N requests
+(at most --seconds) from --concurrency callers over the HTTP, gradio_client and MCP doors, with valid,
+hostile and oversized inputs; it reports errors, mismatches with each image's solo answer, the app's
+resident memory and open descriptors (start, after warm-up, end) and the files left in its cache
+after the TTL.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 from cxr.cli import command, print_report
 from cxr.examples import bundled_examples
-from cxr.launch import running_app
-from cxr.loadtest import run_load
+from cxr.launch import running_app, start_app
+from cxr.loadtest import run_load, run_soak, soak_inputs
 
 
 @command
@@ -24,8 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=25, help="requests per client")
     parser.add_argument("--url", default=None, help="an app already running (default: start one)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--soak", type=int, default=0, metavar="N", help="instead: a soak of N mixed requests")
+    parser.add_argument("--concurrency", type=int, default=4, help="soak callers at once")
+    parser.add_argument("--seconds", type=float, default=1800, help="soak time bound")
+    parser.add_argument("--ttl", type=int, default=20, help="seconds before the soak's app sweeps uploads")
     args = parser.parse_args(argv)
     images = bundled_examples()
+    if args.soak:
+        report = soak(images, args)
+        print_report(report, args.json)
+        return 1 if report["errors"] or report["mismatches"] else 0
     if args.url:
         report = run_load(args.url, images, args.clients, args.calls)
     else:
@@ -33,6 +50,21 @@ def main(argv: list[str] | None = None) -> int:
             report = run_load(url, images, args.clients, args.calls)
     print_report(report, args.json)
     return 1 if report["errors"] or report["mismatches"] else 0
+
+
+def soak(images: list[Path], args: argparse.Namespace) -> dict:
+    """Start the app with its own cache folder and a short TTL, soak it, stop it."""
+    with tempfile.TemporaryDirectory(prefix="cxr-soak-") as folder:
+        cache = Path(folder) / "gradio"
+        env = {"GRADIO_TEMP_DIR": str(cache), "CXR_UPLOAD_TTL": str(args.ttl)}
+        process, url, _ = start_app(env)
+        try:
+            inputs = soak_inputs(Path(folder) / "inputs", images)
+            bounds = (args.soak, args.concurrency, args.seconds, 2 * args.ttl + 5)
+            return run_soak(url, process.pid, cache, inputs, *bounds)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 if __name__ == "__main__":
