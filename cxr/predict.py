@@ -6,6 +6,7 @@ its error; the run goes on. The command is ``cxr.cli.predict``.
 
 from __future__ import annotations
 
+import csv
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,14 +22,27 @@ FIELDS = ["file", "probability", "decision", "threshold", "unusual", "uncertain"
 
 
 def collect_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given (whatever their name, so bad ones get reported), folders searched for images."""
+    """Files as given (whatever their name, so bad ones get reported), folders searched for images, and
+    CSV manifests (``.csv``) read for their ``path`` column (or their first)."""
     files: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
+        if path.suffix.lower() == ".csv" and path.is_file():
+            files += manifest_paths(path)
+        elif path.is_dir():
             files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             files.append(path)
     return files
+
+
+def manifest_paths(manifest: Path) -> list[Path]:
+    """The files a CSV manifest lists: its ``path`` column, or its first; relative ones from its folder."""
+    with open(manifest, newline="") as handle:
+        rows = list(csv.reader(handle))
+    header = [name.strip().lower() for name in rows[0]] if rows else []
+    column = header.index("path") if "path" in header else 0
+    return [manifest.parent / row[column] if not Path(row[column]).is_absolute() else Path(row[column])
+            for row in rows[1:] if row and row[column].strip()]
 
 
 def _row(file: Path, prediction: Prediction | None = None, error: str = "", overlay: str = "") -> dict:
@@ -79,13 +93,17 @@ def read_for_adaptation(predictor: Predictor, files: list[Path]) -> torch.Tensor
 
 
 def predict_files(
-    predictor: Predictor, files: list[Path], batch_size: int = 32, cam_dir: Path | None = None
+    predictor: Predictor,
+    files: list[Path],
+    batch_size: int = 32,
+    cam_dir: Path | None = None,
+    progress_bar: bool = True,
 ) -> Iterator[dict]:
-    """One CSV row (a dict of FIELDS) per file, in order, with a progress bar."""
+    """One CSV row (a dict of FIELDS) per file, in order, with a progress bar (unless told not to)."""
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
-    with tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr) as progress:
+    with tqdm(total=len(files), desc="predict", unit="img", file=sys.stderr, disable=not progress_bar) as progress:
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
             images = [_read(file) for file in chunk]
