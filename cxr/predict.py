@@ -21,11 +21,16 @@ from cxr.io import IMAGE_SUFFIXES, ImageReadError, read_xray
 FIELDS = ["file", "probability", "decision", "threshold", "unusual", "uncertain", "ood_distance", "overlay", "error"]
 
 
-def collect_files(paths: Iterable[str | Path]) -> list[Path]:
+def collect_files(paths: Iterable[str | Path]) -> list[Path | str]:
     """Files as given (whatever their name, so bad ones get reported), folders searched for images, and
-    CSV manifests (``.csv``) read for their ``path`` column (or their first)."""
-    files: list[Path] = []
-    for path in map(Path, paths):
+    CSV manifests (``.csv``) read for their ``path`` column (or their first). URLs (``s3://...``) stay
+    strings, for the Ray engine to fetch."""
+    files: list[Path | str] = []
+    for given in paths:
+        if "://" in str(given):
+            files.append(str(given))
+            continue
+        path = Path(given)
         if path.suffix.lower() == ".csv" and path.is_file():
             files += manifest_paths(path)
         elif path.is_dir():
@@ -35,14 +40,15 @@ def collect_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def manifest_paths(manifest: Path) -> list[Path]:
-    """The files a CSV manifest lists: its ``path`` column, or its first; relative ones from its folder."""
+def manifest_paths(manifest: Path) -> list[Path | str]:
+    """The files a CSV manifest lists (its ``path`` column, or its first): relative ones from its folder,
+    URLs as they are."""
     with open(manifest, newline="") as handle:
         rows = list(csv.reader(handle))
     header = [name.strip().lower() for name in rows[0]] if rows else []
     column = header.index("path") if "path" in header else 0
-    return [manifest.parent / row[column] if not Path(row[column]).is_absolute() else Path(row[column])
-            for row in rows[1:] if row and row[column].strip()]
+    listed = [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
+    return [name if "://" in name else manifest.parent / name for name in listed]
 
 
 def _row(file: Path, prediction: Prediction | None = None, error: str = "", overlay: str = "") -> dict:
@@ -63,8 +69,10 @@ def _row(file: Path, prediction: Prediction | None = None, error: str = "", over
     }
 
 
-def _read(file: Path) -> Image.Image | str:
+def _read(file: Path | str) -> Image.Image | str:
     """The image, or the reason it cannot be read."""
+    if isinstance(file, str):
+        return "A URL is fetched only by the Ray engine (--engine ray)."
     if not file.is_file():
         return "No such file."
     try:

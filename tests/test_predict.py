@@ -67,6 +67,15 @@ def test_pictures_that_are_not_chest_xrays_are_not_assessed_in_the_csv(not_xrays
     assert all(row["unusual"] == "1" and row["probability"] for row in rows.values())
 
 
+def test_a_csv_manifest_lists_the_files(tmp_path):
+    from cxr.predict import collect_files
+
+    manifest = tmp_path / "site" / "manifest.csv"
+    manifest.parent.mkdir()
+    manifest.write_text(f"patient,path\n1,a.jpeg\n2,{EXAMPLES[0]}\n3,s3://archive/b.dcm\n4,\n")
+    assert collect_files([manifest]) == [manifest.parent / "a.jpeg", EXAMPLES[0], "s3://archive/b.dcm"]
+
+
 def test_cam_dir_writes_one_overlay_per_image(predictor, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"  # two inputs with the same name
     for folder in (first, second):
