@@ -159,7 +159,8 @@ def adapted(
 
 def mixture(model: torch.nn.Module, images_u8: torch.Tensor, ood: OodScorer) -> float:
     """How clearly the batch splits into two sources: 2-means on each image's log distance from the
-    training X-rays (the out-of-distribution check's), the gap between the two centres over the
+    training X-rays as they are (the out-of-distribution check's acquisition fit, which sees framing,
+    exposure and texture, where the check itself is fitted to look past them), the gap between the two centres over the
     within-cluster spread, weighted by how balanced the split is (a few outliers are not a source).
 
     One dimension, whatever the feature count. One site shifted as a whole moves every distance
@@ -167,7 +168,7 @@ def mixture(model: torch.nn.Module, images_u8: torch.Tensor, ood: OodScorer) -> 
     """
     from sklearn.cluster import KMeans
 
-    distance = np.log(ood.distance(pooled_features(model, images_u8, ood.layer)) + 1e-9)[:, None]
+    distance = np.log(ood.acquisition.distance(pooled_features(model, images_u8, ood.layer)) + 1e-9)[:, None]
     clusters = KMeans(n_clusters=2, n_init=4, random_state=0).fit(distance)
     sizes = np.bincount(clusters.labels_, minlength=2)
     spread = np.sqrt(clusters.inertia_ / len(distance))

@@ -232,10 +232,13 @@ def describe_ood(config: ModelConfig) -> str:
     )
     if alarms:
         worst = max(alarms["by_shift"].items(), key=lambda item: item[1]) if alarms.get("by_shift") else None
+        rule = f" (the lowest that {ood['rule']})" if ood.get("rule") else ""
         text += (
-            f" The threshold is set by a stated false-alarm rate: {alarms['clean']:.1%} of the clean validation "
-            f"children and {alarms['bank_pooled']:.1%} of their copies changed by the stress bank are flagged"
+            f" The threshold is set by a stated false-alarm rate{rule}: {alarms['clean']:.1%} of the clean "
+            f"validation children and {alarms['bank_pooled']:.1%} of their copies changed by the stress bank are "
+            "flagged"
             + (f" (most under `{worst[0]}`: {worst[1]:.1%})." if worst else ".")
+            + " How many adult films or other populations it flags is not measured here (none are available)."
         )
     return text
 
