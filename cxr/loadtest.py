@@ -110,9 +110,6 @@ def run_soak(
     start_stats, own_files = process_stats(pid), files_in(cache)  # the app's own: its example X-rays
     doors = {name: DOORS[name](url) for name in ("http", "gradio_client", "mcp")}
     reference = {path: doors["http"].screen(path) for kind, path in inputs if kind == "valid"}
-    for door in doors.values():  # warm-up: every door once
-        door.screen(next(iter(reference)))
-    warm_stats = process_stats(pid)
 
     def one(index: int) -> str:
         kind, path = inputs[index % len(inputs)]
@@ -133,6 +130,12 @@ def run_soak(
         close = abs(answer["probability"] - expected["probability"]) < 1e-6
         same = close and answer["decision"] == expected["decision"]
         return "ok" if same else "mismatch"
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        # Warm-up: one round of the soak's own traffic (every door, every kind of input, ``concurrency``
+        # at once), so "after warm-up" means every path and every worker thread has run once.
+        list(pool.map(one, range(concurrency * 4)))
+    warm_stats = process_stats(pid)
 
     deadline = time.perf_counter() + seconds
     outcomes: list[str] = []
