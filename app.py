@@ -182,9 +182,11 @@ with gr.Blocks(
     # Every answer, from the button or an example, is put into words by one private step.
     answer.change(render, answer, [verdict, label, cam], api_visibility="private")
     # A new image or model from the user clears the previous answer, so no result stands beside the
-    # wrong input (``input``, not ``change``: an example click sets the image and then answers).
+    # wrong input (``input``, not ``change``: an example click sets the image and then answers). Not
+    # queued: behind other users' analyses, a queued clear could finish after an Analyze clicked right
+    # after the drop, and wipe its answer.
     for trigger in (image.input, model.input):
-        trigger(lambda: (None, None, None), None, [label, cam, answer], api_visibility="private")
+        trigger(lambda: (None, None, None), None, [label, cam, answer], queue=False, api_visibility="private")
     if EXAMPLES:
         gr.Examples(
             EXAMPLES,

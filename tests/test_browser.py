@@ -1,8 +1,10 @@
 """The Space as a person meets it: Debian's Chromium driven by Playwright against the running app.
 
 Needs /usr/bin/chromium (`apt-get install chromium`; `.ci/run` installs it). Without it these tests
-skip, unless CXR_REQUIRE_BROWSER=1 (set in CI) makes that a failure. Set CXR_SCREENSHOT=PATH to
-keep the screenshot of the finished analysis (README's picture comes from here).
+skip, unless CXR_REQUIRE_BROWSER=1 (set in CI) makes that a failure. Set CXR_SCREENSHOT=DIR to keep
+the screenshots of what they saw there (README's pictures come from here: `docs/`): a dropped
+full-size X-ray analysed (screenshot.png), an example clicked (screenshot_example.png) and a picture
+that is not an X-ray (screenshot_not_assessed.png).
 """
 
 from __future__ import annotations
@@ -117,14 +119,19 @@ def test_drag_and_drop_a_full_size_xray(page, originals_dir, tmp_path):
     assert "PNEUMONIA" in page.inner_text("#probability")
     overlay = page.locator("#overlay img")
     assert overlay.evaluate("img => img.complete && img.naturalWidth") > 0  # loaded, not a broken icon
-    screenshot = tmp_path / "analysis.png"
+    assert keep_screenshot(page, tmp_path, "screenshot.png").stat().st_size > 50_000
+
+
+def keep_screenshot(page, tmp_path: Path, name: str) -> Path:
+    """The whole page as a PNG in ``tmp_path``, also copied into $CXR_SCREENSHOT (a folder) when set."""
+    screenshot = tmp_path / name
     page.screenshot(path=str(screenshot), full_page=True)
-    assert screenshot.stat().st_size > 50_000
     if os.environ.get("CXR_SCREENSHOT"):
-        shutil.copy(screenshot, os.environ["CXR_SCREENSHOT"])
+        shutil.copy(screenshot, Path(os.environ["CXR_SCREENSHOT"]) / name)
+    return screenshot
 
 
-def test_every_example_is_captioned_and_a_click_shows_its_result(page):
+def test_every_example_is_captioned_and_a_click_shows_its_result(page, tmp_path):
     """One click on an example answers (no Analyze), its caption names its class, and the map's
     caption names the decision it explains."""
     examples = page.locator("#examples button.gallery-item")
@@ -142,9 +149,11 @@ def test_every_example_is_captioned_and_a_click_shows_its_result(page):
         lines = [line.strip() for line in page.inner_text("#probability").splitlines() if line.strip()]
         assert lines[lines.index("Screening decision") + 1] == label, (example.name, lines)
         page.locator("#overlay").get_by_text(f"regions that pushed the model towards {label}").wait_for()
+        if index == 0:
+            keep_screenshot(page, tmp_path, "screenshot_example.png")
 
 
-def test_a_picture_that_is_not_a_chest_xray_gets_no_decision_and_no_map(page, not_xrays):
+def test_a_picture_that_is_not_a_chest_xray_gets_no_decision_and_no_map(page, not_xrays, tmp_path):
     """The headline says no decision is given and why; no map; the reading guide starts collapsed."""
     guide = page.locator("#how-to-read")
     assert not guide.get_by_text("Grad-CAM** colours").count() and not guide.get_by_text("coarse 7 x 7").is_visible()
@@ -157,6 +166,7 @@ def test_a_picture_that_is_not_a_chest_xray_gets_no_decision_and_no_map(page, no
     assert page.locator("#probability.not-assessed").count() == 1  # the bars are de-emphasised
     assert page.locator("#overlay img").count() == 0
     page.locator("#overlay").get_by_text("not drawn").wait_for()
+    keep_screenshot(page, tmp_path, "screenshot_not_assessed.png")
     guide.get_by_text("How to read this").click()
     guide.get_by_text("coarse 7 x 7").wait_for()
 
@@ -173,3 +183,19 @@ def test_a_file_that_is_not_an_image_shows_the_error_and_the_page_still_works(pa
     page.locator("#xray img").wait_for()
     label, _ = analyze(page)
     assert label == true_class(EXAMPLES[-1])
+
+
+def test_a_new_upload_clears_the_previous_answer_and_gets_its_own(page, originals_dir):
+    """Dropping another X-ray removes the answer standing beside the old one at once (in the browser), and
+    Analyze clicked straight after the drop gets the new answer, which nothing clears afterwards."""
+    drop_file(page, EXAMPLES[0])
+    page.locator("#xray img").wait_for()
+    first = analyze(page)
+    original = sorted(originals_dir.glob("PNEUMONIA/*"))[0]
+    drop_file(page, original)
+    page.wait_for_function("() => !(document.querySelector('#decision')?.innerText || '').includes('Decision:')")
+    page.locator(f'#xray img[src*="{original.suffix}"]').wait_for()
+    label, probability = analyze(page)
+    assert (label, probability) != first and label == "PNEUMONIA"
+    page.wait_for_timeout(1000)  # a late clear would have landed by now
+    assert f"Decision: {label}" in page.inner_text("#decision") and page.locator("#overlay img").count() == 1
