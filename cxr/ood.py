@@ -153,10 +153,13 @@ def fit_and_save(
     fine-tuning left frozen (ImageNet features, which keep non-X-rays far from X-rays).
     """
     clean_features = pooled_features(model, train_images, layer)
-    drawn_features = pooled_features(model, augmented_draws(train_images, config, draws), layer) if draws else None
+    train_features = clean_features
+    if draws:
+        train_features = pooled_features(model, augmented_draws(train_images, config, draws), layer)
     val_features = pooled_features(model, val_images, layer)
     shifted = {s.name: pooled_features(model, apply_shift(s, val_images), layer) for s in BANK}
-    scorer, stats = fit(drawn_features if draws else clean_features, val_features, shifted, clean_features)
+    # Without draws the two fits are one: fitted once, it serves as its own acquisition fit.
+    scorer, stats = fit(train_features, val_features, shifted, clean_features if draws else None)
     tensors = {"mean": scorer.mean, "precision": scorer.precision}
     tensors |= {"acquisition_mean": scorer.acquisition.mean, "acquisition_precision": scorer.acquisition.precision}
     save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, folder / OOD_NAME)
