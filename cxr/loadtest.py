@@ -134,7 +134,8 @@ def run_soak(
     with ThreadPoolExecutor(concurrency) as pool:
         # Warm-up: one round of the soak's own traffic (every door, every kind of input, ``concurrency``
         # at once), so "after warm-up" means every path and every worker thread has run once.
-        list(pool.map(one, range(concurrency * 4)))
+        # Its answers are judged like the rest: an error while warming up is an error.
+        warm_up = list(pool.map(one, range(concurrency * 4)))
     warm_stats = process_stats(pid)
 
     deadline = time.perf_counter() + seconds
@@ -148,13 +149,14 @@ def run_soak(
         door.close()
     end_stats = process_stats(pid)
     time.sleep(ttl_wait)
-    errors = [o for o in outcomes if o.startswith("error")]
+    errors = [o for o in warm_up + outcomes if o.startswith("error")]
     return {
         "calls": len(outcomes),
+        "warm_up_calls": len(warm_up),
         "concurrency": concurrency,
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
-        "mismatches": outcomes.count("mismatch"),
+        "mismatches": (warm_up + outcomes).count("mismatch"),
         "refused": outcomes.count("refused"),
         "rss_mb": {"start": start_stats["rss_mb"], "warm": warm_stats["rss_mb"], "end": end_stats["rss_mb"]},
         "rss_growth_after_warmup_mb": end_stats["rss_mb"] - warm_stats["rss_mb"],

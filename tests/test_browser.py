@@ -32,6 +32,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 60_000  # a first analysis on a busy 2-core machine
+# The headline's decision and probability ("Decision: NORMAL\nP(pneumonia) = 0.084"); valid in Python and JavaScript.
+DECISION_LINE = r"Decision: \w+\s+P\(pneumonia\) = [0-9.]+"
 
 pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
 
@@ -91,10 +93,10 @@ def shown_answer(page, previous: str = "") -> tuple[str, float]:
     sits inside the component, so a whole-text comparison can pass on the previous answer's words.
     """
     page.wait_for_function(
-        "previous => { const t = document.querySelector('#decision')?.innerText || '';"
-        " const line = (t.match(/Decision: \\w+\\s+P\\(pneumonia\\) = [0-9.]+/) || [''])[0];"
+        "([previous, pattern]) => { const t = document.querySelector('#decision')?.innerText || '';"
+        " const line = (t.match(new RegExp(pattern)) || [''])[0];"
         " return line !== '' && line !== previous && !/processing/.test(t); }",
-        arg=previous,
+        arg=[previous, DECISION_LINE],
     )
     page.locator("#overlay img").wait_for()
     text = page.inner_text("#decision")
@@ -106,7 +108,7 @@ def shown_answer(page, previous: str = "") -> tuple[str, float]:
 def decision_line(page) -> str:
     """The headline's decision and probability ("Decision: NORMAL\nP(pneumonia) = 0.084"), as shown_answer
     compares them."""
-    match = re.search(r"Decision: \w+\s+P\(pneumonia\) = [0-9.]+", page.inner_text("#decision"))
+    match = re.search(DECISION_LINE, page.inner_text("#decision"))
     return match.group(0) if match else ""
 
 
