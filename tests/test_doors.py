@@ -45,7 +45,7 @@ def test_the_same_answer_through_every_door(app_url, example):
     label, _, gradio_answer = Client(app_url, verbose=False).predict(handle_file(str(example)), api_name="/predict")
     http_answer = http_predict(app_url, example).json()
     with_map = http_predict(app_url, example, cam="true").json()
-    _, result = (mcp_call(app_url, {"upload": data_uri(example)}))
+    _, result = mcp_call(app_url, {"upload": data_uri(example)})
     answers = [gradio_answer, http_answer, with_map, tool_answer(result)]
     assert {a["decision"] for a in answers} == {true_class(example)} == {label["label"]}
     for answer in answers[1:]:
@@ -59,12 +59,12 @@ def test_a_picture_that_is_not_a_chest_xray_is_not_assessed_on_every_door(app_ur
     photo = not_xrays["photo_temple"]
     assert http_predict(app_url, photo, cam="true").json()["decision"] == "NOT_ASSESSED"
     assert "overlay_jpeg_base64" not in http_predict(app_url, photo, cam="true").json()  # no map for no decision
-    _, result = (mcp_call(app_url, {"upload": data_uri(photo)}))
+    _, result = mcp_call(app_url, {"upload": data_uri(photo)})
     assert tool_answer(result)["decision"] == "NOT_ASSESSED"
 
 
 def test_the_mcp_door_offers_only_the_screening_tool_and_says_what_it_is(app_url):
-    tools, _ = (mcp_call(app_url, {"upload": data_uri(EXAMPLES[0])}))
+    tools, _ = mcp_call(app_url, {"upload": data_uri(EXAMPLES[0])})
     assert [tool.name for tool in tools] == ["screen_chest_xray"]
     description = tools[0].description
     for words in ("not a diagnostic device", "ages 1-5", "NOT_ASSESSED", "unusual", "uncertain"):
@@ -74,7 +74,7 @@ def test_the_mcp_door_offers_only_the_screening_tool_and_says_what_it_is(app_url
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "10.0.0.1", "169.254.169.254"])
 def test_the_mcp_door_refuses_to_fetch_loopback_and_private_addresses(app_url, host):
     port = httpx.URL(app_url).port
-    _, result = (mcp_call(app_url, {"upload": f"http://{host}:{port}/v1/models"}))
+    _, result = mcp_call(app_url, {"upload": f"http://{host}:{port}/v1/models"})
     assert result.isError
 
 
