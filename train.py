@@ -39,7 +39,7 @@ from cxr.folder import calibrate_and_check, staged, write_records
 from cxr.forward import batched_logits
 from cxr.fov import FOV_DIR, FieldOfView, attach
 from cxr.metrics import binary_metrics, probabilities
-from cxr.model import ModelConfig, build_model, freeze_before, preprocessing_for, save_model
+from cxr.model import ModelConfig, build_model, freeze_before, module_before, preprocessing_for, save_model
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
 
 # ---------------------------------------------------------------- config
@@ -380,6 +380,8 @@ with staged(out) as staging:  # the app and cxr.evaluate see the folder only onc
         args.calibration,
         args.cache_dir,
         np.array([s.patient for s in val_samples]),
+        # The check pools the last frozen stage (ImageNet features keep non-X-rays far from X-rays).
+        module_before(model, args.freeze_until) if args.freeze_until else None,
     )
     write_records(staging, config, history=history, published_as=out)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))

@@ -91,14 +91,16 @@ def calibrate_and_check(
     rule: str = "best",
     cache_dir: str | Path = ".cache",
     groups: np.ndarray | None = None,
+    ood_layer: str | None = None,
 ) -> None:
-    """Calibrate the weights as stored in ``folder`` (fp16) by ``rule``, then fit the OOD check there."""
+    """Calibrate the weights as stored in ``folder`` (fp16) by ``rule``, then fit the OOD check there
+    (on ``ood_layer``'s pooled output; None: the classifier's input)."""
     from cxr.model import load_model
     from cxr.ood import fit_and_save
 
     shipped, _ = load_model(folder)  # fp16 as stored: what users will run
     calibrate_model(shipped, config, val_images, labels, target_sensitivity, rule, cache_dir, groups)
-    fit_and_save(folder, shipped, config, train_images, val_images)  # the "does not look like an X-ray" check
+    fit_and_save(folder, shipped, config, train_images, val_images, ood_layer)  # "not like the training X-rays"
 
 
 def calibrate_model(

@@ -41,16 +41,22 @@ def batched_logits(
     return torch.cat(chunks).numpy()
 
 
+class LayerReachedError(Exception):
+    """Raised by a stopping ``FeatureCapture`` once its layer has run: the pass is cut short on purpose."""
+
+
 class FeatureCapture:
     """Captures features during forward passes (no second pass): by default the pooled features
     entering the classifier; with ``layer``, that module's output averaged over space.
 
     A context manager like grad-cam's: the hook lives only inside ``with``. ``features`` is the
-    last pass's, ``all()`` every pass's since entering, in order.
+    last pass's, ``all()`` every pass's since entering, in order. ``stop``: the pass ends at ``layer``
+    (raises ``LayerReachedError``) when nothing after it is wanted.
     """
 
-    def __init__(self, model: torch.nn.Module, layer: str | None = None):
+    def __init__(self, model: torch.nn.Module, layer: str | None = None, stop: bool = False):
         self.batches: list[torch.Tensor] = []
+        self.stop = stop
         if layer:
             self._handle = model.get_submodule(layer).register_forward_hook(self._pool)
         else:
@@ -70,6 +76,8 @@ class FeatureCapture:
 
     def _pool(self, _module, _inputs, output) -> None:
         self.batches.append(output.detach().float().mean(dim=(2, 3)))
+        if self.stop:
+            raise LayerReachedError  # the rest of the network would be computed for nothing
 
     def close(self) -> None:
         self._handle.remove()

@@ -211,6 +211,18 @@ def _state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Te
     )
 
 
+def module_before(model: torch.nn.Module, module_name: str) -> str | None:
+    """The sibling registered just before ``module_name`` (``blocks.3`` for ``blocks.4``), or None.
+
+    With ``freeze_before(model, module_name)`` it is the last stage that keeps its starting weights:
+    the out-of-population check pools it, so its features stay ImageNet's, not the fine-tune's.
+    """
+    parent, _, child = module_name.rpartition(".")
+    names = [name for name, _ in model.get_submodule(parent).named_children()]
+    index = names.index(child)
+    return f"{parent}.{names[index - 1]}".lstrip(".") if index > 0 else None
+
+
 def freeze_before(model: torch.nn.Module, module_name: str) -> int:
     """Stop gradients for every parameter registered before ``module_name``; returns how many."""
     params = list(model.named_parameters())

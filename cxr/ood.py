@@ -23,6 +23,7 @@ is what site adaptation's two-source test (:func:`cxr.adapt.mixture`) needs. Wri
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cxr.augment import FRAMINGS, ShiftAugment
-from cxr.forward import FeatureCapture, batched_logits
+from cxr.forward import FeatureCapture, LayerReachedError, batched_logits
 from cxr.model import CONFIG_NAME, ModelConfig, ModelLoadError, sha256_file
 from cxr.stress import BANK, apply_shift
 
@@ -78,9 +79,13 @@ class OodScorer:
 
 
 def pooled_features(model: torch.nn.Module, images_u8: torch.Tensor, layer: str | None = None) -> torch.Tensor:
-    """The features the check scores, for uint8 images at input size, from the one batched loop."""
-    with FeatureCapture(model, layer) as capture:
-        batched_logits(model, images_u8, batch_size=128)
+    """The features the check scores, for uint8 images at input size, from the one batched loop; with
+    ``layer``, each pass stops there (the stages after it do not change its output)."""
+    batch = 128
+    with FeatureCapture(model, layer, stop=layer is not None) as capture:
+        for start in range(0, len(images_u8), batch):
+            with contextlib.suppress(LayerReachedError):
+                batched_logits(model, images_u8[start : start + batch], batch_size=batch)
     return capture.all()
 
 

@@ -18,7 +18,9 @@ from cxr.model import (
     ModelConfig,
     ModelLoadError,
     build_model,
+    freeze_before,
     load_model,
+    module_before,
     preprocessing_for,
     save_model,
 )
@@ -144,3 +146,16 @@ def test_any_timm_name_builds_one_logit(name):
     model = build_model(ModelConfig(name, input_size=64)).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 1, 64, 64)).shape == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "freeze_until", "expected"),
+    [("efficientnet_lite0", "blocks.4", "blocks.3"), ("resnet18", "layer3", "layer2"), ("resnet18", "conv1", None)],
+)
+def test_the_stage_before_the_first_trained_one(name, freeze_until, expected):
+    """The out-of-population check pools the last stage a fine-tune leaves at its starting weights."""
+    model = build_model(ModelConfig(name, input_size=64))
+    assert module_before(model, freeze_until) == expected
+    if expected:
+        freeze_before(model, freeze_until)
+        assert not any(p.requires_grad for p in model.get_submodule(expected).parameters())

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cxr.forward import FeatureCapture, batched_logits
 from cxr.hub import DEFAULT_MODEL, WEIGHTS_DIR
 from cxr.inference import Predictor
 from cxr.io import read_xray
@@ -81,6 +82,16 @@ def test_augmented_draws_are_seeded_and_leave_the_global_generator_alone():
     assert first.dtype == torch.uint8 and first.shape == (6, 1, 224, 224)
     assert torch.equal(first, augmented_draws(images, config, draws=2))
     assert not torch.equal(first[0], first[1]) and not torch.equal(first[0], images[0])
+
+
+def test_the_fit_features_cut_short_at_the_layer_are_the_served_ones(predictor):
+    """pooled_features stops each pass at the check's layer; the app captures the same layer during a
+    whole forward pass: the two must agree, or the threshold would be fitted on other numbers."""
+    member, images = predictor.members[0], example_tensors(predictor)
+    with FeatureCapture(member.model, member.ood.layer) as capture:
+        logits = batched_logits(member.model, images)
+    assert torch.equal(pooled_features(member.model, images, member.ood.layer), capture.all())
+    assert np.array_equal(batched_logits(member.model, images), logits)  # the hook is gone: whole passes again
 
 
 def test_the_shipped_check_tells_population_from_acquisition(predictor):

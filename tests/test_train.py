@@ -105,6 +105,7 @@ def test_shipped_recipe_flags_run(data_dir, tmp_path):
     assert "Loaded ImageNet EfficientNet-Lite0 weights" in result.stderr
     config = ModelConfig.from_json(out / "config.json")
     assert config.train["loss"] == "bce+mixup0.2+cutmix1+smoothing0.1" and config.train["sampler"] == "balanced"
+    assert config.ood["layer"] == "blocks.1"  # the check pools the last stage left at its ImageNet weights
 
 
 def test_train_runs_unchanged_under_torchrun(data_dir, tmp_path):
