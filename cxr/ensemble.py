@@ -25,9 +25,15 @@ MEMBER_FILES = (CONFIG_NAME, WEIGHTS_NAME, OOD_NAME, "README.md")
 
 
 def build_ensemble(
-    members: list[Path], out: Path, data_dir: str | Path, target_sensitivity: float = 0.97, cache_dir: str = ".cache"
+    members: list[Path],
+    out: Path,
+    data_dir: str | Path,
+    target_sensitivity: float = 0.97,
+    cache_dir: str = ".cache",
+    rule: str = "best",
 ) -> ModelConfig:
-    """Copy ``members`` into ``out``, fit the ensemble's calibration and write ``ensemble.json``."""
+    """Copy ``members`` into ``out``, fit the ensemble's calibration by ``rule`` (``cxr.calibrate``; best:
+    by transfer) and write ``ensemble.json``."""
     configs = [load_model(m)[1] for m in members]  # a broken member fails here, named, before any work
     if any(not same_split(c, configs[0]) for c in configs):
         raise ModelLoadError(f"ensemble members must share one validation split: {members}")
@@ -64,6 +70,6 @@ def build_ensemble(
                 shutil.copytree(member / FOV_DIR, staging / name / FOV_DIR)
         inner = load_members([staging / name for name in names], images, BANK, cache_dir=cache_dir)
         patients = np.array([s.patient for s in samples])  # the transfer folds keep each child on one side
-        calibrate(config, mean_calibrated_logits(inner), labels, target_sensitivity, groups=patients)
+        calibrate(config, mean_calibrated_logits(inner), labels, target_sensitivity, rule, patients)
         write_records(staging, config, published_as=out)
     return config

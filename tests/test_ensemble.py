@@ -114,6 +114,8 @@ def test_build_ensemble_writes_a_folder_that_evaluation_and_predictor_agree_on(d
     assert config.val_metrics["sensitivity"] >= 0.97  # the rule's threshold holds on the clean split
     assert set(config.stress_metrics["stress"]) == {s.name for s in BANK}
     assert "## Under acquisition changes" in (out / "README.md").read_text()
+    by_rule = build_ensemble(folders, tmp_path / "stress_rule", data_dir, cache_dir=str(cache), rule="stress")
+    assert by_rule.calibration["rule"] == "stress" and by_rule.calibration["chosen_by"] != "transfer"
 
     samples = validation_samples(data_dir, config)
     images = cached_images(samples, config, "val", cache)

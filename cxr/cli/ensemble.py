@@ -12,6 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from cxr.calibrate import RULES
 from cxr.cli import add_data_arguments, calibration_summary, command
 from cxr.ensemble import build_ensemble
 
@@ -22,10 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", nargs="+", required=True, type=Path, help="weights folders (one split)")
     parser.add_argument("--out", required=True, type=Path, help="the ensemble folder to write")
     parser.add_argument("--target-sensitivity", type=float, default=0.97)
+    parser.add_argument(
+        "--rule", choices=[*RULES, "best"], default="best", help="calibration rule (best: the one that transfers best)"
+    )
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    config = build_ensemble(args.members, args.out, args.data, args.target_sensitivity, args.cache_dir)
+    config = build_ensemble(args.members, args.out, args.data, args.target_sensitivity, args.cache_dir, args.rule)
     print(calibration_summary(args.out, config))
     return 0
 
