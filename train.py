@@ -13,6 +13,7 @@ threshold fitted on validation → model.safetensors + config.json + curve + met
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -34,10 +35,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cxr.augment import FRAMINGS, ShiftAugment
 from cxr.calibrate import RULES
+from cxr.cam import FinalActivations
 from cxr.data import Augment, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.folder import calibrate_and_check, staged, write_records
 from cxr.forward import batched_logits
 from cxr.fov import FOV_DIR, FieldOfView, attach
+from cxr.lungs import dilate, masks_for, off_lung_share
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import ModelConfig, build_model, freeze_before, module_before, preprocessing_for, save_model
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
@@ -71,6 +74,15 @@ parser.add_argument(
 parser.add_argument(
     "--fov", default=None, metavar="DIR", help="crop every image to its lungs with this segmenter (cxr.cli.segmenter)"
 )
+parser.add_argument(
+    "--lung-penalty",
+    type=float,
+    default=0.0,
+    help="weight of a loss on the share of the class activation map's evidence off the (dilated) lung masks, "
+    "for the training images that have one (cxr.lungs); 0 disables",
+)
+parser.add_argument("--lung-masks", default="../shared/data/lung_masks", help="folder with masks.csv")
+parser.add_argument("--lung-dilate", type=int, default=16, help="grow each lung mask by this many pixels first")
 parser.add_argument("--probe-epochs", type=int, default=0, help="train only the classifier for the first N epochs")
 parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (timm Mixup); 0 disables")
 parser.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (timm Mixup); 0 disables")
@@ -138,6 +150,12 @@ for turn in ("main", "others"):  # the main process writes the cache, the others
     if distributed:
         torch.distributed.barrier()
 train_y = torch.tensor([s.label for s in train_samples], dtype=torch.float32)
+if args.lung_penalty:
+    if args.augment not in FRAMINGS or args.fov or args.mixup or args.cutmix:
+        parser.error("--lung-penalty moves masks with the shift/zoom augmentation; not with --fov, mixup or cutmix")
+    # Only training images: the validation patients' masks stay unseen, for the CAM lung share.
+    train_masks, has_mask = masks_for(train_samples, args.lung_masks, args.input_size)
+    log.info("lung masks for %d of %d training images", int(has_mask.sum()), len(train_samples))
 val_y = np.array([s.label for s in val_samples])
 n_pos, n_neg = int(train_y.sum()), int(len(train_y) - train_y.sum())
 log.info(
@@ -279,15 +297,25 @@ for epoch in range(first_epoch, args.epochs + 1):
     model.train(not probing)
     for module in frozen_norms:
         module.eval()  # frozen layers keep their ImageNet statistics
-    order, losses, seen, epoch_start = epoch_order(), [], 0, time.time()
+    order, losses, off_lungs, seen, epoch_start = epoch_order(), [], [], 0, time.time()
     for i in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}", mininterval=10):
         index = order[i : i + args.batch_size]
-        augmented = augment(train_x[index], aug_generator)
+        if args.lung_penalty:
+            augmented, masks = augment.with_masks(train_x[index], train_masks[index], has_mask[index])
+        else:
+            augmented = augment(train_x[index], aug_generator)
         # Framing is varied first, then cut to the lungs: what the app does with a film framed any way.
         inputs = preprocess.normalize(fov.crop(augmented)[0] if fov is not None else augmented)
         inputs, targets = batch_targets(inputs, train_y[index])
-        logits = net(inputs.to(device)).squeeze(1)
+        with FinalActivations(model) if args.lung_penalty else contextlib.nullcontext() as final:
+            logits = net(inputs.to(device)).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(logits, targets.to(device), pos_weight=pos_weight)
+        if args.lung_penalty and has_mask[index].any():
+            # Right for the right reasons: evidence off the lungs costs, whichever way it argues.
+            masked = has_mask[index].to(device)
+            off = off_lung_share(final.maps()[masked], dilate(masks[has_mask[index]], args.lung_dilate).to(device))
+            loss = loss + args.lung_penalty * off.mean()
+            off_lungs.append(off.mean().item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -306,15 +334,17 @@ for epoch in range(first_epoch, args.epochs + 1):
             {
                 "epoch": epoch,
                 "loss": float(np.mean(losses)),
+                "off_lungs": float(np.mean(off_lungs)) if off_lungs else None,
                 "val_auc": val["auc"],
                 "val_accuracy": val["accuracy"],
                 "img_per_s": seen * world / train_seconds,
             }
         )
         log.info(
-            "epoch %d loss %.4f val AUC %.4f acc@0.5 %.4f  %.1f img/s",
+            "epoch %d loss %.4f off-lung evidence %s val AUC %.4f acc@0.5 %.4f  %.1f img/s",
             epoch,
             history[-1]["loss"],
+            f"{history[-1]['off_lungs']:.3f}" if off_lungs else "-",
             val["auc"],
             val["accuracy"],
             history[-1]["img_per_s"],
@@ -350,6 +380,7 @@ config.train = {
     "loss": "+".join(
         ["bce"]
         + ["pos_weight"] * (pos_weight is not None)
+        + [f"lung_penalty{args.lung_penalty:g}"] * bool(args.lung_penalty)
         + [
             f"{name}{value:g}"
             for name, value in (("mixup", args.mixup), ("cutmix", args.cutmix), ("smoothing", args.label_smoothing))

@@ -9,6 +9,7 @@ path, added marker letters) are never seen in training, so the bank also measure
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -91,3 +92,21 @@ class ShiftAugment:
     def __call__(self, batch_u8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 (N, 1, S, S) → augmented float in [0, 1], each image its own draw."""
         return torch.stack([self.transform(image).clamp(0, 1) for image in batch_u8])
+
+    def with_masks(
+        self, batch_u8: torch.Tensor, masks: torch.Tensor, has_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like ``__call__``, with each image's lung mask (uint8 (N, 1, S, S)) moved by the same framing
+        and geometry (exposure and texture leave masks alone); images without one (``has_mask`` False)
+        draw as in ``__call__`` and keep a zero mask."""
+        images, moved = [], torch.zeros_like(masks)
+        for i, image in enumerate(batch_u8):
+            if has_mask[i]:
+                with warnings.catch_warnings():  # erased marks leave the lungs as drawn: that pass-through is wanted
+                    warnings.filterwarnings("ignore", "RandomErasing", UserWarning)
+                    image, mask = self.transform(image, tv_tensors.Mask(masks[i]))
+                moved[i] = mask
+            else:
+                image = self.transform(image)
+            images.append(image.clamp(0, 1))
+        return torch.stack(images), moved

@@ -38,6 +38,52 @@ def to_channels_first(model: torch.nn.Module):
     return transform
 
 
+class FinalActivations:
+    """The feature map entering the pooled linear head, kept with its graph during forward passes.
+
+    A context manager like grad-cam's (the hook lives only inside ``with``). For a model whose head
+    is global average pooling then one linear layer, ``maps()`` is the class activation map (Zhou et
+    al. 2016): each location's share of the logit, ``w . f(x, y)``, whose mean plus the bias *is* the
+    logit. No backward is needed, and training can put a loss on it.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        if not has_linear_pooled_head(model):
+            raise ValueError(f"{type(model).__name__} has no average-pooled linear head: no class activation map")
+        self.weight = model.get_classifier().weight[0]
+        self.features: torch.Tensor | None = None
+        self._handle = model.global_pool.register_forward_pre_hook(self._keep)
+
+    def _keep(self, _module, inputs) -> None:
+        self.features = inputs[0]
+
+    def maps(self) -> torch.Tensor:
+        """The last pass's class activation maps, (N, h, w): signed per-location logit contributions."""
+        if self.features is None:
+            raise RuntimeError("no forward pass inside the block yet")
+        return torch.einsum("nchw,c->nhw", self.features, self.weight.to(self.features.dtype))
+
+    def close(self) -> None:
+        self._handle.remove()
+
+    def __enter__(self) -> FinalActivations:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def has_linear_pooled_head(model: torch.nn.Module) -> bool:
+    """True for timm CNNs whose logit is a linear layer over globally averaged features (EfficientNet, ResNet)."""
+    pool = getattr(model, "global_pool", None)
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    return (
+        getattr(pool, "pool_type", None) == "avg"
+        and isinstance(classifier, torch.nn.Linear)
+        and classifier.out_features == 1
+    )
+
+
 class DecisionTarget:
     """Explain the model's own decision: the pneumonia logit if it calls pneumonia, else its negation."""
 

@@ -10,7 +10,6 @@ never saw their masks.
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ from torchvision.transforms import v2
 
 from cxr.augment import RandomGamma
 from cxr.data import LABELS, Sample, decode_samples, list_samples, split_by_patient
-from cxr.errors import DataError
 from cxr.fov import LungSegmenter, SegmenterConfig
 from cxr.inference import Predictor
+from cxr.lungs import mask_rows, read_mask
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +47,9 @@ class MaskedImages:
 def load_masked(data_dir: str | Path, masks_dir: str | Path, size: int = 224) -> MaskedImages:
     """Every image listed in ``masks_dir/masks.csv`` with its mask, decoded as the app decodes."""
     data_dir, masks_dir = Path(data_dir), Path(masks_dir)
-    index = masks_dir / "masks.csv"
-    if not index.is_file():
-        raise DataError(f"{index} is missing: expected the lung_masks folder")
-    rows = list(csv.DictReader(index.open()))
+    rows = mask_rows(masks_dir)
     samples = [Sample(data_dir / r["split"] / r["label"] / r["image"], LABELS.index(r["label"])) for r in rows]
-    masks = [Image.open(masks_dir / r["split"] / r["label"] / r["mask"]).convert("L") for r in rows]
-    masks = [np.asarray(m.resize((size, size), Image.Resampling.NEAREST)) > 0 for m in masks]
+    masks = [read_mask(masks_dir / r["split"] / r["label"] / r["mask"], size) for r in rows]
     masks = torch.from_numpy(np.stack(masks))[:, None].to(torch.uint8)
     return MaskedImages(decode_samples(samples, size), masks, samples)
 

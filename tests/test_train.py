@@ -183,3 +183,24 @@ def test_resume_without_a_checkpoint_is_one_line(data_dir, tmp_path):
     base += ["--cache-dir", str(tmp_path / "cache"), "--model", "test_efficientnet", "--resume"]
     missing = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "no checkpoint" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_lung_penalty_run_records_the_evidence_off_the_lungs(data_dir, tmp_path):
+    """--lung-penalty: masks found for the training images that have one, the share logged each epoch."""
+    masks = str(data_dir.parent / "lung_masks")
+    flags = ("--model", "test_efficientnet", "--limit", "160", "--epochs", "2", "--input-size", "96")
+    out, result = run_train(
+        data_dir, tmp_path, "lungs", *flags, "--augment", "shift", "--lung-penalty", "1", "--lung-masks", masks
+    )
+    assert "lung masks for" in result.stderr
+    config = ModelConfig.from_json(out / "config.json")
+    assert config.train["loss"] == "bce+pos_weight+lung_penalty1"
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert all(0.0 <= epoch["off_lungs"] <= 1.0 for epoch in history)
+
+
+def test_lung_penalty_needs_the_shift_augmentation(data_dir, tmp_path):
+    command = [sys.executable, "train.py", "--data", str(data_dir), "--out", str(tmp_path / "r"), "--limit", "32"]
+    command += ["--cache-dir", str(tmp_path / "cache"), "--model", "test_efficientnet", "--lung-penalty", "1"]
+    refused = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--lung-penalty" in refused.stderr and "Traceback" not in refused.stderr
