@@ -1,4 +1,4 @@
-"""Probability of pneumonia and its Grad-CAM map from one forward pass."""
+"""Probability of pneumonia and the map of its decision from one forward pass."""
 
 from __future__ import annotations
 
@@ -15,7 +15,14 @@ import torch
 from PIL import Image
 
 from cxr.adapt import Adaptation, adapted
-from cxr.cam import logit_and_cam, overlay, target_layer_name
+from cxr.cam import (
+    decision_map,
+    has_linear_pooled_head,
+    logit_and_activation_map,
+    logit_and_cam,
+    overlay,
+    target_layer_name,
+)
 from cxr.data import LABELS
 from cxr.forward import FeatureCapture, batched_logits
 from cxr.fov import field_of_view, paste
@@ -70,6 +77,16 @@ class Prediction:
         }
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """What one member's forward pass over an image left: its logit, OOD features and map material."""
+
+    logit: float
+    features: torch.Tensor | None
+    activation: torch.Tensor | None  # class activation map (h, w): CNNs with a pooled linear head
+    grad_cam: np.ndarray | None  # Grad-CAM of the member's own decision: every other model
+
+
 @dataclass
 class Member:
     """One network of a Predictor, with its own calibration and out-of-distribution check."""
@@ -105,10 +122,11 @@ class Predictor:
             member.model.eval()
             if preprocessing_for(member.model) != self.preprocess:
                 raise ModelLoadError(f"ensemble members need one preprocessing: {member.config.architecture} differs")
-            # Grad-CAM needs gradients only from the last stage on: the backward stops there.
-            with contextlib.suppress(ValueError):  # a parameter-free target stage: keep full gradients
-                freeze_before(member.model, target_layer_name(member.model))
-        # Grad-CAM hooks live on the shared models, so one request at a time may hold them.
+            if not has_linear_pooled_head(member.model):
+                # Grad-CAM needs gradients only from the last stage on: the backward stops there.
+                with contextlib.suppress(ValueError):  # a parameter-free target stage: keep full gradients
+                    freeze_before(member.model, target_layer_name(member.model))
+        # The map's hooks live on the shared models, so one request at a time may hold them.
         self._lock = threading.RLock()  # re-entered by screen() inside adapted_to()
         p = min(max(self.config.threshold, 1e-6), 1 - 1e-6)
         # P >= threshold  <=>  mean calibrated logit >= this value
@@ -134,25 +152,24 @@ class Predictor:
         return cls([_load_member(folder)])
 
     def predict(self, image: Image.Image) -> Prediction:
-        """``image`` in any size or mode → calibrated probability, decision and Grad-CAM map (in the
-        whole image's frame, also for a model that looks at a crop of it)."""
+        """``image`` in any size or mode → calibrated probability, decision and its map (in the whole
+        image's frame, also for a model that looks at a crop of it).
+
+        A CNN with a pooled linear head answers in one forward pass: its map is the class activation
+        map, which is Grad-CAM at the final activation, for the decision taken. Other models (ViTs)
+        get Grad-CAM at their last stage, one forward and one backward.
+        """
         image_u8 = self.preprocess.tensor(image)[None]
         with self._lock:
             views = [self._view(member, image_u8) for member in self.members]
-            passes = [
-                self._logit_and_cam(member, batch, member.raw_logit(self._decision_z))
-                for member, (batch, _) in zip(self.members, views, strict=True)
-            ]
-            z = [member.calibrated_logit(logit) for member, (logit, _, _) in zip(self.members, passes, strict=True)]
+            passes = [self._pass(member, batch) for member, (batch, _) in zip(self.members, views, strict=True)]
+            z = [member.calibrated_logit(p.logit) for member, p in zip(self.members, passes, strict=True)]
             pneumonia = float(np.mean(z)) >= self._decision_z
             maps = []
-            for member, (batch, box), (_, cam_map, _), z_i in zip(self.members, views, passes, z, strict=True):
-                if (z_i >= self._decision_z) != pneumonia:  # explain the ensemble's decision, not its own
-                    forced = -math.inf if pneumonia else math.inf
-                    cam_map = logit_and_cam(member.model, batch, forced)[1]
+            for member, (batch, box), p, z_i in zip(self.members, views, passes, z, strict=True):
+                cam_map = self._explain(member, batch, p, pneumonia, own_side=(z_i >= self._decision_z) == pneumonia)
                 maps.append(paste(cam_map, box) if box is not None else cam_map)
-        features = [f[0] if f is not None else None for _, _, f in passes]
-        return self._prediction(z, features, np.mean(maps, axis=0))
+        return self._prediction(z, [p.features for p in passes], np.mean(maps, axis=0))
 
     @torch.no_grad()
     def screen(self, images: list[Image.Image]) -> list[Prediction]:
@@ -185,10 +202,25 @@ class Predictor:
         crops, boxes = fov.crop(image_u8)
         return self.preprocess.batch(list(crops)), boxes[0]
 
-    def _logit_and_cam(self, member: Member, batch: torch.Tensor, decision_logit: float):
+    def _pass(self, member: Member, batch: torch.Tensor) -> _Pass:
+        """One member's pass over its view: the logit, the OOD features and what its map is made from."""
         with _capture(member) as capture:
-            logit, cam_map = logit_and_cam(member.model, batch, decision_logit)
-        return logit, cam_map, capture.features if capture else None
+            if has_linear_pooled_head(member.model):
+                logit, activation = logit_and_activation_map(member.model, batch)
+                grad_cam = None
+            else:  # Grad-CAM of the member's own decision, from the same forward
+                logit, grad_cam = logit_and_cam(member.model, batch, member.raw_logit(self._decision_z))
+                activation = None
+        return _Pass(logit, capture.features[0] if capture else None, activation, grad_cam)
+
+    @staticmethod
+    def _explain(member: Member, batch: torch.Tensor, p: _Pass, pneumonia: bool, own_side: bool) -> np.ndarray:
+        """The member's map of the answer's decision (for an ensemble, not the member's own)."""
+        if p.activation is not None:
+            return decision_map(p.activation, pneumonia, batch.shape[-1])
+        if own_side:
+            return p.grad_cam
+        return logit_and_cam(member.model, batch, -math.inf if pneumonia else math.inf)[1]
 
     def _uncalibrate(self, logit: float) -> float:
         """The mean calibrated member logit at which the ensemble's own calibration gives ``logit``."""

@@ -162,3 +162,11 @@ def cam_lung_share(predictor: Predictor, masked: MaskedImages) -> dict:
     }
     report["uniform"] = float(masked.masks.float().mean())
     return report
+
+
+def held_out_lung_share(predictor: Predictor, data_dir: str | Path, masks_dir: str | Path) -> dict:
+    """:func:`cam_lung_share` on the masked X-rays of the predictor's own validation patients (never
+    trained on, neither by the classifier's lung penalty nor by the segmenter)."""
+    split = predictor.config.train["split"]
+    masked = load_masked(data_dir, masks_dir, predictor.preprocess.input_size)
+    return cam_lung_share(predictor, masked.subset(held_out(masked, data_dir, split["val_fraction"], split["seed"])))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from cxr.cam import DecisionTarget, overlay, target_layer_name
+from cxr.cam import DecisionTarget, decision_map, logit_and_activation_map, overlay, target_layer_name
 from cxr.inference import Member, Predictor
 from cxr.model import ModelConfig, build_model
 
@@ -46,6 +48,40 @@ def test_hooks_are_released(predictor):
     layer = predictor.model.get_submodule(target_layer_name(predictor.model))
     predictor.predict(Image.new("L", (128, 128), 100))
     assert not layer._forward_hooks and not layer._backward_hooks
+    pool = getattr(predictor.model, "global_pool", None)  # the class activation map's hook sits there
+    assert not isinstance(pool, torch.nn.Module) or not pool._forward_pre_hooks
+
+
+@pytest.mark.parametrize(
+    ("architecture", "final_activation"), [("test_efficientnet", "bn2"), ("test_resnet", "layer4")]
+)
+@pytest.mark.parametrize("pneumonia", [True, False])
+def test_one_pass_map_is_grad_cam_at_the_final_activation(architecture, final_activation, pneumonia):
+    """The map without a backward equals pytorch-grad-cam's Grad-CAM at the layer the head pools, for either side."""
+    from pytorch_grad_cam import GradCAM
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(architecture, input_size=96)).eval()
+    batch = torch.rand(1, 1, 96, 96)
+    logit, activation = logit_and_activation_map(model, batch)
+    one_pass = decision_map(activation, pneumonia, 96)
+    with GradCAM(model=model, target_layers=[model.get_submodule(final_activation)]) as cam:
+        expected = cam(input_tensor=batch, targets=[DecisionTarget(-math.inf if pneumonia else math.inf)])[0]
+    assert logit == pytest.approx(model(batch).item(), abs=1e-5)
+    assert one_pass.shape == (96, 96) and one_pass.min() >= 0.0 and one_pass.max() <= 1.0
+    # Float rounding only, magnified by the min-max scaling of a random network's nearly flat map.
+    np.testing.assert_allclose(one_pass, expected, atol=2e-3)
+
+
+def test_predictor_answers_cnns_without_a_backward(monkeypatch):
+    """No gradient is computed for an efficientnet's answer: the map comes from the forward pass."""
+    torch.manual_seed(0)
+    config = ModelConfig("test_efficientnet", input_size=96, threshold=0.5)
+    predictor = Predictor([Member(build_model(config).eval(), config)])
+    backwards = []
+    monkeypatch.setattr(torch.Tensor, "backward", lambda *a, **k: backwards.append(a))
+    prediction = predictor.predict(Image.fromarray(np.random.default_rng(2).integers(0, 255, (120, 100), np.uint8)))
+    assert not backwards and prediction.cam.shape == (96, 96) and prediction.cam.max() > 0.9
 
 
 def test_overlay_keeps_aspect_ratio():

@@ -19,7 +19,7 @@ from tests.conftest import EXAMPLES, ROOT
 
 # Each command is ``python -m cxr.cli.<name>`` and the console script ``cxr-<name>``, nothing else.
 COMMANDS = ["evaluate", "predict", "calibrate", "ood", "soup", "ensemble", "bench", "loadtest"]
-COMMANDS += ["segmenter", "adapt", "camlungs", "fov"]
+COMMANDS += ["segmenter", "adapt", "camlungs", "fov", "recipes"]
 WEIGHTLESS = ("loadtest", "segmenter")  # load no weights
 
 
@@ -55,6 +55,7 @@ def arguments(name: str, broken, tmp_path, data) -> list[str]:
         "adapt": ["--weights", str(broken), "--data", str(data)],
         "camlungs": ["--weights", str(broken), "--data", str(data)],
         "fov": ["--weights", str(broken), "--data", str(data)],
+        "recipes": [str(broken), "--lungs", "--data", str(data)],
     }[name]
 
 

@@ -1,4 +1,4 @@
-"""How much of the Grad-CAM map lies on the lungs: the median share by decision, on held-out masks.
+"""How much of the map the app draws lies on the lungs: the median share by decision, on held-out masks.
 
     python -m cxr.cli.camlungs --weights weights/efficientnet_lite0_shift --json
 
@@ -16,7 +16,7 @@ import logging
 from cxr.cli import add_data_arguments, command
 from cxr.hub import resolve_weights
 from cxr.inference import Predictor
-from cxr.segment import cam_lung_share, held_out, load_masked
+from cxr.segment import held_out_lung_share
 
 
 @command
@@ -30,10 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     predictor = Predictor.from_folder(args.weights or resolve_weights())  # a broken folder fails first
-    split = predictor.config.train["split"]
-    masked = load_masked(args.data, args.masks, predictor.preprocess.input_size)
-    masked = masked.subset(held_out(masked, args.data, split["val_fraction"], split["seed"]))
-    report = cam_lung_share(predictor, masked)
+    report = held_out_lung_share(predictor, args.data, args.masks)
     if args.json:
         print(json.dumps(report))
     else:

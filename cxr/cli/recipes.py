@@ -1,0 +1,52 @@
+"""Compare training recipes over their seeds: each figure's mean and spread across the runs of a recipe.
+
+    python -m cxr.cli.recipes weights/efficientnet_lite0_shift runs/base-s2 runs/lung1-s0 runs/lung1-s1 --lungs
+
+Folders are grouped by the train.py arguments they recorded, less the seed and the paths; the
+figures are those each run recorded on its validation split and on the stress bank (what
+``cxr.cli.evaluate --stress`` reports). ``--lungs`` adds the median share of the app's map on the
+lungs by decision (``cxr.cli.camlungs``), on the masked X-rays of the validation patients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from cxr.cli import add_data_arguments, command
+from cxr.inference import Predictor
+from cxr.recipes import group_runs
+from cxr.segment import held_out_lung_share
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", help="trained weights folders")
+    parser.add_argument("--lungs", action="store_true", help="also the map's share on the lungs (about 1 min a run)")
+    parser.add_argument("--masks", default="../shared/data/lung_masks", help="folder with masks.csv")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    add_data_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    extra = {}
+    if args.lungs:
+        for folder in args.folders:
+            share = held_out_lung_share(Predictor.from_folder(folder), args.data, args.masks)
+            extra[folder] = {f"lungs_{label.lower()}": share[label]["median"] for label in share if label != "uniform"}
+    recipes = [recipe.summary() for recipe in group_runs(args.folders, extra)]
+    if args.json:
+        print(json.dumps({"recipes": recipes}))
+        return 0
+    for recipe in recipes:
+        print(f"{recipe['recipe']}\n  seeds {recipe['seeds']}: {', '.join(recipe['runs'])}")
+        for name, spread in recipe["figures"].items():
+            values = " ".join(f"{v:.3f}" for v in spread["values"])
+            print(f"  {name:22s} mean {spread['mean']:.4f}  [{spread['min']:.3f}, {spread['max']:.3f}]  ({values})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
