@@ -10,6 +10,7 @@ The command is ``cxr.cli.loadtest``.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -162,4 +163,85 @@ def run_soak(
         "rss_growth_after_warmup_mb": end_stats["rss_mb"] - warm_stats["rss_mb"],
         "fds": {"start": start_stats["fds"], "warm": warm_stats["fds"], "end": process_stats(pid)["fds"]},
         "cache_files_after_ttl": sorted(files_in(cache) - own_files),
+    }
+
+
+def memory_slope(samples: list[tuple[int, int]]) -> float | None:
+    """Resident memory growth in MB per 1,000 calls: the least-squares slope through (calls, MB) samples."""
+    if len(samples) < 2:
+        return None
+    calls, rss = np.array(samples, dtype=float).T
+    return float(np.polyfit(calls, rss, 1)[0] * 1000)
+
+
+def run_door_soak(
+    url: str,
+    pid: int,
+    door: str,
+    inputs: list[tuple[str, Path]],
+    calls: int,
+    warm_up: int = 200,
+    sample_every: int = 250,
+    concurrency: int = 2,
+) -> dict:
+    """``calls`` requests through one door after ``warm_up`` of the same, the app's resident memory
+    sampled every ``sample_every`` calls; growth is the slope through the samples (MB per 1,000 calls).
+
+    Valid X-rays alternate with hostile inputs as ``inputs`` lists them; the HTTP door alternates
+    answers with and without the overlay. Each valid answer must equal the image's solo answer.
+    """
+    from cxr.doors import DOORS, DoorError
+
+    reference_door = DOORS["http"](url)
+    reference = {path: reference_door.screen(path) for kind, path in inputs if kind == "valid"}
+    reference_door.close()
+    names = ["http", "http_cam"] if door == "http" else [door]
+    callers = [DOORS[names[i % len(names)]](url) for i in range(concurrency * len(names))]
+    free = list(range(len(callers)))
+    lock = threading.Lock()
+
+    def one(index: int) -> str:
+        kind, path = inputs[index % len(inputs)]
+        with lock:  # each caller (one connection or session) serves one request at a time
+            slot = next(i for i in free if i % len(names) == index % len(names))
+            free.remove(slot)
+        try:
+            answer = callers[slot].screen(path)
+        except DoorError:
+            return "refused" if kind != "valid" else "error: a valid X-ray was refused"
+        except Exception as error:  # a transport failure counts against the server
+            return f"error: {type(error).__name__}: {error}"
+        finally:
+            with lock:
+                free.append(slot)
+        if kind != "valid":
+            return f"error: {kind} input was answered"
+        expected = reference[path]
+        same = abs(answer["probability"] - expected["probability"]) < 1e-6
+        return "ok" if same and answer["decision"] == expected["decision"] else "mismatch"
+
+    outcomes: list[str] = []
+    samples: list[tuple[int, int]] = []
+    with ThreadPoolExecutor(concurrency) as pool:
+        warm_outcomes = list(pool.map(one, range(warm_up)))
+        warm = process_stats(pid)
+        samples.append((0, warm["rss_mb"]))
+        for begin in range(0, calls, sample_every):
+            outcomes += pool.map(one, range(warm_up + begin, warm_up + min(begin + sample_every, calls)))
+            samples.append((len(outcomes), process_stats(pid)["rss_mb"]))
+    for caller in callers:
+        caller.close()
+    errors = [o for o in warm_outcomes + outcomes if o.startswith("error")]
+    return {
+        "door": door,
+        "calls": len(outcomes),
+        "warm_up_calls": warm_up,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "mismatches": (warm_outcomes + outcomes).count("mismatch"),
+        "refused": outcomes.count("refused"),
+        "rss_mb_samples": samples,
+        "rss_growth_mb": samples[-1][1] - samples[0][1],
+        "growth_mb_per_1000_calls": memory_slope(samples),
+        "fds": process_stats(pid)["fds"],
     }

@@ -139,7 +139,7 @@ def test_public_names_are_listed_once():
 
 
 def loaded_after(statement: str) -> set[str]:
-    heavy = ("torch", "timm", "gradio", "sklearn", "matplotlib", "pytorch_grad_cam")
+    heavy = ("torch", "timm", "gradio", "sklearn", "scipy", "matplotlib", "pytorch_grad_cam")
     code = f"import sys; {statement}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return set(result.stdout.split())
@@ -154,5 +154,8 @@ def test_importing_cxr_or_an_http_command_loads_no_torch():
 @pytest.mark.slow
 def test_the_app_path_loads_no_scikit_learn_matplotlib_or_grad_cam():
     """What the first answer does not need stays out of the app's start (README, Speed)."""
-    later = {"sklearn", "matplotlib", "pytorch_grad_cam"}
+    later = {"sklearn", "scipy", "matplotlib", "pytorch_grad_cam"}
     assert loaded_after("import cxr.inference, cxr.hub, cxr.io") & later == set()
+    # The default answers with its map from the forward pass: its warm-up answer needs no grad-cam either.
+    warm = "import cxr.hub, cxr.service; cxr.service.Screening(cxr.hub.model_choices()).warm_up()"
+    assert loaded_after(warm) & later == set()

@@ -55,3 +55,12 @@ def test_augment_without_change_is_identity():
     batch = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
     still = Augment(degrees=0, translate=0, scale=(1, 1), brightness=0, contrast=0, gamma=0)
     assert torch.allclose(still(batch), batch.float() / 255, atol=1e-5)
+
+
+def test_probabilities_are_scipys_expit_without_scipy():
+    from scipy.special import expit
+
+    logits = np.linspace(-800, 800, 2001)
+    np.testing.assert_allclose(probabilities(logits, 1.7, 0.3), expit(logits / 1.7 + 0.3), rtol=1e-12, atol=1e-300)
+    scalar = probabilities(1.3, 2.0, 0.1)
+    assert isinstance(scalar, np.floating) and scalar == pytest.approx(expit(1.3 / 2.0 + 0.1), abs=1e-15)
