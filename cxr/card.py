@@ -47,6 +47,9 @@ Reproduce: `python -m cxr.cli.evaluate --data ../shared/data/chest_xray --split 
 ## Field of view
 {fov}
 
+## Recipes compared over seeds
+{recipes}
+
 ## Under acquisition changes (the shift-stress bank, at the shipped threshold)
 Every validation X-ray changed the same way by each entry of `cxr.stress.BANK` (seeded;
 torchvision ops): exposure, contrast, blur, sharpening, detector noise, JPEG, another resize path,
@@ -218,6 +221,39 @@ def family_table(config: ModelConfig) -> str:
     return "\n".join(rows)
 
 
+RECIPE_COLUMNS = (
+    ("clean_auc", "clean AUC"),
+    ("worst_sensitivity", "worst sens"),
+    ("worst_specificity", "worst spec"),
+    ("worst_ece", "worst ECE"),
+    ("crop_22_specificity", "crop_22 spec"),
+    ("lungs_pneumonia", "map on lungs, PNEUMONIA"),
+)
+
+
+def recipes_table(config: ModelConfig) -> str:
+    """Every recipe compared when this model was chosen: each figure's mean [min, max] over its seeds."""
+    if not config.recipes:
+        return "No comparison over seeds was recorded for this model."
+
+    def cell(figures: dict, name: str) -> str:
+        spread = figures.get(name)
+        return f"{spread['mean']:.3f} [{spread['min']:.3f}, {spread['max']:.3f}]" if spread else "-"
+
+    header = "| recipe | seeds | " + " | ".join(title for _, title in RECIPE_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(RECIPE_COLUMNS) + 2)]
+    for i, recipe in enumerate(config.recipes, 1):
+        cells = " | ".join(cell(recipe["figures"], name) for name, _ in RECIPE_COLUMNS)
+        lines.append(f"| R{i} | {', '.join(map(str, recipe['seeds']))} | {cells} |")
+    lines.append("")
+    lines += [f"- R{i}: `{recipe['recipe']}`" for i, recipe in enumerate(config.recipes, 1)]
+    return (
+        "Each figure's mean over the recipe's seeds [worst seed, best seed], on the validation split and the\n"
+        "stress bank, each run at its own threshold (`python -m cxr.cli.recipes RUN... --lungs`):\n\n"
+        + "\n".join(lines)
+    )
+
+
 def describe_ood(config: ModelConfig) -> str:
     """The out-of-population check's rule and measured false alarms."""
     ood = config.ood
@@ -350,6 +386,7 @@ def write_model_card(folder: str | Path, published_as: str | Path | None = None)
         fov=describe_fov(folder, config),
         families=family_table(config),
         ood=describe_ood(config),
+        recipes=recipes_table(config),
     )
     path = folder / "README.md"
     path.write_text(card)

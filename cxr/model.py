@@ -53,6 +53,7 @@ class ModelConfig:
     ood: dict = field(default_factory=dict)  # out-of-distribution check (cxr.ood), if fitted
     fov: dict = field(default_factory=dict)  # field-of-view crop (cxr.fov): its segmenter, if any
     members: list[str] = field(default_factory=list)  # an ensemble's member subfolders (ensemble.json)
+    recipes: list[dict] = field(default_factory=list)  # recipes compared over seeds for this choice (cxr.recipes)
 
     def data_config(self) -> dict:
         """timm's data config for the preprocessing this project applies (``cxr.data.Preprocessing``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -63,3 +64,18 @@ def test_command_reads_the_shipped_default(capsys):
     recorded = ModelConfig.from_json(ROOT / "weights" / "efficientnet_lite0_shift" / "config.json")
     assert recipe["figures"]["worst_specificity"]["mean"] == recorded.stress_metrics["stress_worst"]["specificity"]
     assert recipe["seeds"] == [recorded.train["args"]["seed"]]
+
+
+def test_a_recorded_comparison_lands_in_the_config_and_the_model_card(tmp_path, capsys):
+    shipped = ROOT / "weights" / "efficientnet_lite0_shift"
+    target = tmp_path / "default"
+    shutil.copytree(shipped, target)
+    other = write_run(tmp_path / "lungs0", 0, 0.9, lung_penalty=1.0)
+    assert recipes_main([str(shipped), other, "--record", str(target)]) == 0
+    config = ModelConfig.from_json(target / "config.json")
+    assert [r["seeds"] for r in config.recipes] == [[0], [0]]
+    assert config.weights_sha256 == ModelConfig.from_json(shipped / "config.json").weights_sha256
+    assert (target / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
+    card = (target / "README.md").read_text()
+    assert "## Recipes compared over seeds" in card and "| R2 | 0 | 0.990 [0.990, 0.990]" in card
+    assert "--lung-penalty 1.0" in card

@@ -6,6 +6,7 @@ Folders are grouped by the train.py arguments they recorded, less the seed and t
 figures are those each run recorded on its validation split and on the stress bank (what
 ``cxr.cli.evaluate --stress`` reports). ``--lungs`` adds the median share of the app's map on the
 lungs by decision (``cxr.cli.camlungs``), on the masked X-rays of the validation patients.
+``--record DIR`` writes the comparison into DIR's ``config.json`` (``recipes``) and its model card.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 from cxr.cli import add_data_arguments, command
+from cxr.folder import staged, write_records
 from cxr.inference import Predictor
+from cxr.model import CONFIG_NAME, ModelConfig
 from cxr.recipes import group_runs
 from cxr.segment import held_out_lung_share
 
@@ -27,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lungs", action="store_true", help="also the map's share on the lungs (about 1 min a run)")
     parser.add_argument("--masks", default="../shared/data/lung_masks", help="folder with masks.csv")
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--record", default=None, metavar="DIR", help="also write the comparison into DIR's config.json and model card"
+    )
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -37,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             share = held_out_lung_share(Predictor.from_folder(folder), args.data, args.masks)
             extra[folder] = {f"lungs_{label.lower()}": share[label]["median"] for label in share if label != "uniform"}
     recipes = [recipe.summary() for recipe in group_runs(args.folders, extra)]
+    if args.record:
+        config = ModelConfig.from_json(Path(args.record) / CONFIG_NAME)
+        config.recipes = recipes
+        with staged(args.record, update=True) as folder:  # the weights are untouched; the records follow
+            write_records(folder, config, published_as=Path(args.record))
     if args.json:
         print(json.dumps({"recipes": recipes}))
         return 0
