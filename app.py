@@ -37,6 +37,7 @@ MODELS, DEFAULT_MODEL = SCREENING.models, SCREENING.default
 # Two workers for two cores: one decodes and draws while the other holds the model (one at a time,
 # see Predictor). Past QUEUE_SIZE waiting requests, new ones are turned away, on every door.
 WORKERS, QUEUE_SIZE = 2, int(os.environ.get("CXR_QUEUE_SIZE", "64"))
+SESSION_CAPACITY = int(os.environ.get("CXR_SESSION_CAPACITY", "256"))  # Gradio sessions kept (see below)
 NOTICE = (
     "**Research demo, not a diagnostic device.** Trained on pediatric chest X-rays (ages 1-5) from one "
     "hospital; it has not been validated for clinical use. Uploads are analysed in memory and not kept."
@@ -203,6 +204,12 @@ with gr.Blocks(
     model.change(describe, model, about, api_visibility="private")
 
 demo.queue(default_concurrency_limit=WORKERS, max_size=QUEUE_SIZE)
+# Gradio keeps each session's copy of the page's component configs (about 30 KB) for its 10,000 most
+# recent sessions, and every gradio_client has its own: the server's memory climbed with its callers
+# until 10,000 of them had come. This app keeps no per-session state (no gr.State; every answer is
+# computed from its inputs), so a few hundred recent sessions are plenty. mount_gradio_app takes no
+# such argument; launch() would set this same attribute.
+demo.state_session_capacity = SESSION_CAPACITY
 # Gradio sweeps only the files it tracks; the MCP door's uploads land in the same folder untracked.
 start_sweeper(Path(get_upload_folder()), max_age=UPLOAD_TTL, every=max(1, UPLOAD_TTL // 2))
 # One server, one port: the UI and gradio_client at /, plain HTTP/JSON at /v1 (docs at /docs), and the

@@ -188,32 +188,43 @@ def run_door_soak(
     sampled every ``sample_every`` calls; growth is the slope through the samples (MB per 1,000 calls).
 
     Valid X-rays alternate with hostile inputs as ``inputs`` lists them; the HTTP door alternates
-    answers with and without the overlay. Each valid answer must equal the image's solo answer.
+    answers with and without the overlay; every gradio_client call is a new client (a new visitor, a
+    new Gradio session). Each valid answer must equal the image's solo answer.
     """
     from cxr.doors import DOORS, DoorError
 
+    if door == "mcp":  # a 51 MB body is refused (413) before the tool runs, and the client's session ends with it
+        inputs = [(kind, path) for kind, path in inputs if kind != "oversized"]
     reference_door = DOORS["http"](url)
     reference = {path: reference_door.screen(path) for kind, path in inputs if kind == "valid"}
     reference_door.close()
     names = ["http", "http_cam"] if door == "http" else [door]
-    callers = [DOORS[names[i % len(names)]](url) for i in range(concurrency * len(names))]
+    kept = door != "gradio_client"
+    callers = [DOORS[names[i % len(names)]](url) for i in range(concurrency * len(names))] if kept else []
     free = list(range(len(callers)))
     lock = threading.Lock()
 
     def one(index: int) -> str:
         kind, path = inputs[index % len(inputs)]
-        with lock:  # each caller (one connection or session) serves one request at a time
-            slot = next(i for i in free if i % len(names) == index % len(names))
-            free.remove(slot)
+        if door == "gradio_client":  # a new visitor each call: Gradio keeps state per session
+            caller, slot = DOORS[door](url), None
+        else:  # HTTP keeps its connections; an MCP client keeps its session
+            with lock:  # each caller (one connection or session) serves one request at a time
+                slot = next(i for i in free if i % len(names) == index % len(names))
+                free.remove(slot)
+            caller = callers[slot]
         try:
-            answer = callers[slot].screen(path)
+            answer = caller.screen(path)
         except DoorError:
             return "refused" if kind != "valid" else "error: a valid X-ray was refused"
         except Exception as error:  # a transport failure counts against the server
             return f"error: {type(error).__name__}: {error}"
         finally:
-            with lock:
-                free.append(slot)
+            if slot is None:
+                caller.close()
+            else:
+                with lock:
+                    free.append(slot)
         if kind != "valid":
             return f"error: {kind} input was answered"
         expected = reference[path]
@@ -240,6 +251,7 @@ def run_door_soak(
         "first_error": errors[0] if errors else None,
         "mismatches": (warm_outcomes + outcomes).count("mismatch"),
         "refused": outcomes.count("refused"),
+        "inputs": [kind for kind, _ in inputs],
         "rss_mb_samples": samples,
         "rss_growth_mb": samples[-1][1] - samples[0][1],
         "growth_mb_per_1000_calls": memory_slope(samples),

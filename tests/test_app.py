@@ -127,3 +127,27 @@ def test_a_picture_that_is_not_a_chest_xray_is_not_assessed(client, not_xrays, k
     assert {c["label"] for c in label["confidences"]} == {"NORMAL", "PNEUMONIA"}
     assert answer["unusual"] is True and "pediatric chest X-ray population" in answer["reason"]
     assert 0.0 <= answer["probability"] <= 1.0 and overlay is None
+
+
+@pytest.mark.slow
+def test_gradio_keeps_only_recent_sessions():
+    """Each gradio_client or page visit is a Gradio session holding a copy of the page's configs; the
+    app bounds how many it keeps (CXR_SESSION_CAPACITY), so memory stays flat as visitors come and go."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = (
+        "import app; from gradio.routes import App; "
+        "(gradio_app,) = [r.app for r in app.server.routes if isinstance(getattr(r, 'app', None), App)]; "
+        "holder = gradio_app.state_holder; [holder[f'visitor{i}'] for i in range(20)]; "
+        "print('SESSIONS', holder.capacity, len(holder.session_data), 'visitor19' in holder, 'visitor0' in holder)"
+    )
+    env = {**os.environ, "CXR_SESSION_CAPACITY": "7", "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("SESSIONS")]
+    assert line.split()[1:] == ["7", "7", "True", "False"], result.stdout

@@ -54,3 +54,29 @@ def test_a_short_soak_over_every_door_leaves_nothing_behind():
     assert report["calls"] == 120 and report["refused"] > 0  # hostile and oversized inputs were sent, and refused
     assert report["fds"]["end"] <= report["fds"]["warm"] + 2, report["fds"]
     assert report["cache_files_after_ttl"] == [], report["cache_files_after_ttl"]
+
+
+@pytest.fixture(scope="module")
+def app_process():
+    from cxr.launch import start_app
+
+    process, url, _ = start_app()
+    yield process, url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("door", ["http", "mcp", "gradio_client"])
+def test_one_door_soak_samples_memory_and_judges_every_answer(app_process, door, tmp_path):
+    """The per-door soak behind docs/operations.md's memory figures: a short run of each door."""
+    from cxr.loadtest import run_door_soak, soak_inputs
+
+    process, url = app_process
+    inputs = soak_inputs(tmp_path, EXAMPLES[:2])
+    report = run_door_soak(url, process.pid, door, inputs, calls=24, warm_up=8, sample_every=8)
+    assert report["errors"] == 0 and report["mismatches"] == 0, report["first_error"]
+    hostile = [kind for kind in report["inputs"] if kind != "valid"]  # MCP gets no 51 MB body (413 ends its session)
+    assert report["calls"] == 24 and report["refused"] == 24 // len(report["inputs"]) * len(hostile) > 0
+    assert [calls for calls, _ in report["rss_mb_samples"]] == [0, 8, 16, 24]
+    assert all(rss > 50 for _, rss in report["rss_mb_samples"]) and report["growth_mb_per_1000_calls"] is not None
+    assert process.poll() is None  # the server is still up
