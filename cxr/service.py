@@ -7,7 +7,9 @@ answer is written out.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from cxr.errors import ImageReadError
 from cxr.inference import Prediction, Predictor, folder_sha256
 from cxr.io import read_xray
 from cxr.model import CONFIG_NAME, ENSEMBLE_NAME, ModelConfig, is_ensemble
+
+log = logging.getLogger(__name__)
 
 
 class UnknownModelError(ValueError):
@@ -47,8 +51,14 @@ class Screening:
 
     def warm_up(self) -> None:
         """Load the default model and answer once on a blank image, so the first real request doesn't
-        pay for the lazy set-up of torch's kernels and Grad-CAM."""
-        self.predictor().explain(Image.new("L", (1024, 816), 128))
+        pay for the lazy set-up of torch's kernels; logs what each part of the start took."""
+        started = time.perf_counter()
+        predictor = self.predictor()
+        loaded = time.perf_counter()
+        predictor.explain(Image.new("L", (1024, 816), 128))
+        log.info(
+            "%s loaded in %.2f s, first answer in %.2f s", self.default, loaded - started, time.perf_counter() - loaded
+        )
         self.ready.set()
 
     def screen(
