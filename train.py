@@ -103,6 +103,13 @@ parser.add_argument(
     "(cxr.calibrate); best = the one that transfers best to a family of shifts left out",
 )
 parser.add_argument("--target-sensitivity", type=float, default=0.97)
+parser.add_argument(
+    "--ood-draws",
+    type=int,
+    default=None,
+    help="augmented draws of each training image for the out-of-population check (default: cxr.ood's); "
+    "0 fits it once on the images as they are (quicker, for candidate runs; cxr-ood refits a chosen model)",
+)
 parser.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke runs)")
 parser.add_argument("--max-minutes", type=float, default=0, help="stop after the epoch that passes this budget")
 parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
@@ -413,6 +420,7 @@ with staged(out) as staging:  # the app and cxr.evaluate see the folder only onc
         np.array([s.patient for s in val_samples]),
         # The check pools the last frozen stage (ImageNet features keep non-X-rays far from X-rays).
         module_before(model, args.freeze_until) if args.freeze_until else None,
+        args.ood_draws,
     )
     write_records(staging, config, history=history, published_as=out)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))

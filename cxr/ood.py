@@ -167,7 +167,8 @@ def fit_and_save(
     scorer, stats = fit(train_features, val_features, shifted, clean_features if draws else None)
     tensors = {"mean": scorer.mean, "precision": scorer.precision}
     tensors |= {"acquisition_mean": scorer.acquisition.mean, "acquisition_precision": scorer.acquisition.precision}
-    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, folder / OOD_NAME)
+    # Cloned: without draws the acquisition fit is the population fit, and safetensors refuses shared memory.
+    save_file({name: tensor.contiguous().clone() for name, tensor in tensors.items()}, folder / OOD_NAME)
     fit_on = f"{draws} draws of the training augmentation of each of " if draws else ""
     config.ood = {
         "file": OOD_NAME,

@@ -19,6 +19,7 @@ from cxr.model import CONFIG_NAME, ModelConfig
 
 # Arguments that say where or how fast a run went, or which draw it was: not part of its recipe.
 NOT_RECIPE = {"seed", "out", "resume", "max_minutes", "threads", "push_to_hub", "cache_dir", "data", "lung_masks"}
+NOT_RECIPE |= {"ood_draws"}  # the out-of-population check's fit: the classifier is the same
 # Arguments that shape a recipe only beside another (a run without the penalty ignores its dilation).
 ONLY_WITH = {"lung_dilate": "lung_penalty"}
 FIGURES = (

@@ -189,11 +189,11 @@ def test_lung_penalty_run_records_the_evidence_off_the_lungs(data_dir, tmp_path)
     """--lung-penalty: masks found for the training images that have one, the share logged each epoch."""
     masks = str(data_dir.parent / "lung_masks")
     flags = ("--model", "test_efficientnet", "--limit", "160", "--epochs", "2", "--input-size", "96")
-    out, result = run_train(
-        data_dir, tmp_path, "lungs", *flags, "--augment", "shift", "--lung-penalty", "1", "--lung-masks", masks
-    )
+    lungs = ("--lung-penalty", "1", "--lung-masks", masks)
+    out, result = run_train(data_dir, tmp_path, "lungs", *flags, "--augment", "shift", *lungs, "--ood-draws", "0")
     assert "lung masks for" in result.stderr
     config = ModelConfig.from_json(out / "config.json")
+    assert config.ood["fit_on"] == "160 training images"  # --ood-draws 0: one fit, no augmented draws
     assert config.train["loss"] == "bce+pos_weight+lung_penalty1"
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert all(0.0 <= epoch["off_lungs"] <= 1.0 for epoch in history)
