@@ -118,7 +118,7 @@ parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload 
 parser.add_argument("--resume", action="store_true", help="continue a stopped run (same arguments) from its last epoch")
 args = parser.parse_args()
 # What may change between a stopped run and its --resume; everything else must match.
-RUNTIME_ARGS = {"resume", "max_minutes", "threads", "push_to_hub"}
+RUNTIME_ARGS = {"resume", "max_minutes", "threads", "push_to_hub", "ood_draws"}  # ood_draws: after training
 
 # ---------------------------------------------------------------- processes (torchrun sets WORLD_SIZE)
 distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -79,3 +79,13 @@ def test_a_recorded_comparison_lands_in_the_config_and_the_model_card(tmp_path, 
     card = (target / "README.md").read_text()
     assert "## Recipes compared over seeds" in card and "| R2 | 0 | 0.990 [0.990, 0.990]" in card
     assert "--lung-penalty 1.0" in card
+
+
+def test_a_recorded_lung_share_is_read_when_the_weights_are_gone(tmp_path, capsys):
+    run = write_run(tmp_path / "kept", 0, 0.8)
+    share = {"PNEUMONIA": {"n": 80, "median": 0.61, "mean": 0.6}, "NORMAL": {"n": 70, "median": 0.7, "mean": 0.7}}
+    (tmp_path / "kept" / "lung_share.json").write_text(json.dumps(share | {"uniform": 0.32}))
+    assert recipes_main([run, "--json"]) == 0
+    (recipe,) = json.loads(capsys.readouterr().out)["recipes"]
+    assert recipe["figures"]["lungs_pneumonia"]["values"] == [0.61]
+    assert recipe["figures"]["lungs_normal"]["values"] == [0.7]

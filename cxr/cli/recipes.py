@@ -6,6 +6,8 @@ Folders are grouped by the train.py arguments they recorded, less the seed and t
 figures are those each run recorded on its validation split and on the stress bank (what
 ``cxr.cli.evaluate --stress`` reports). ``--lungs`` adds the median share of the app's map on the
 lungs by decision (``cxr.cli.camlungs``), on the masked X-rays of the validation patients.
+Without ``--lungs``, a folder's ``lung_share.json`` (the output of ``cxr-camlungs --json``), if any, is
+read instead: runs whose weights are gone keep their figures (``docs/runs/``).
 ``--record DIR`` writes the comparison into DIR's ``config.json`` (``recipes``) and its model card.
 """
 
@@ -23,6 +25,8 @@ from cxr.model import CONFIG_NAME, ModelConfig
 from cxr.recipes import group_runs
 from cxr.segment import held_out_lung_share
 
+LUNG_SHARE_NAME = "lung_share.json"
+
 
 @command
 def main(argv: list[str] | None = None) -> int:
@@ -39,10 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     extra = {}
-    if args.lungs:
-        for folder in args.folders:
+    for folder in args.folders:
+        recorded = Path(folder) / LUNG_SHARE_NAME  # what cxr-camlungs --json measured, kept beside a run's records
+        if args.lungs:
             share = held_out_lung_share(Predictor.from_folder(folder), args.data, args.masks)
-            extra[folder] = {f"lungs_{label.lower()}": share[label]["median"] for label in share if label != "uniform"}
+        elif recorded.is_file():
+            share = json.loads(recorded.read_text())
+        else:
+            continue
+        extra[folder] = {f"lungs_{label.lower()}": share[label]["median"] for label in share if label != "uniform"}
     recipes = [recipe.summary() for recipe in group_runs(args.folders, extra)]
     if args.record:
         config = ModelConfig.from_json(Path(args.record) / CONFIG_NAME)
