@@ -249,7 +249,8 @@ def recipes_table(config: ModelConfig) -> str:
     lines += [f"- R{i}: `{recipe['recipe']}`" for i, recipe in enumerate(config.recipes, 1)]
     return (
         "Each figure's mean over the recipe's seeds [worst seed, best seed], on the validation split and the\n"
-        "stress bank, each run at its own threshold (`python -m cxr.cli.recipes RUN... --lungs`):\n\n"
+        "stress bank, each run at its own threshold (`python -m cxr.cli.recipes RUN... --lungs`). Seeds whose\n"
+        "weights were not kept, and what the comparison found: `docs/results.md` in the project's repository.\n\n"
         + "\n".join(lines)
     )
 
