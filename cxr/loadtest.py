@@ -150,19 +150,26 @@ def run_soak(
         door.close()
     end_stats = process_stats(pid)
     time.sleep(ttl_wait)
-    errors = [o for o in warm_up + outcomes if o.startswith("error")]
     return {
         "calls": len(outcomes),
         "warm_up_calls": len(warm_up),
         "concurrency": concurrency,
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
-        "mismatches": (warm_up + outcomes).count("mismatch"),
-        "refused": outcomes.count("refused"),
+        **tally(warm_up, outcomes),
         "rss_mb": {"start": start_stats["rss_mb"], "warm": warm_stats["rss_mb"], "end": end_stats["rss_mb"]},
         "rss_growth_after_warmup_mb": end_stats["rss_mb"] - warm_stats["rss_mb"],
         "fds": {"start": start_stats["fds"], "warm": warm_stats["fds"], "end": process_stats(pid)["fds"]},
         "cache_files_after_ttl": sorted(files_in(cache) - own_files),
+    }
+
+
+def tally(warm_up: list[str], outcomes: list[str]) -> dict:
+    """Errors (warm-up included: an error while warming up counts), mismatches, and refusals of the soak proper."""
+    errors = [o for o in warm_up + outcomes if o.startswith("error")]
+    return {
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "mismatches": (warm_up + outcomes).count("mismatch"),
+        "refused": outcomes.count("refused"),
     }
 
 
@@ -242,15 +249,11 @@ def run_door_soak(
             samples.append((len(outcomes), process_stats(pid)["rss_mb"]))
     for caller in callers:
         caller.close()
-    errors = [o for o in warm_outcomes + outcomes if o.startswith("error")]
     return {
         "door": door,
         "calls": len(outcomes),
         "warm_up_calls": warm_up,
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
-        "mismatches": (warm_outcomes + outcomes).count("mismatch"),
-        "refused": outcomes.count("refused"),
+        **tally(warm_outcomes, outcomes),
         "inputs": [kind for kind, _ in inputs],
         "rss_mb_samples": samples,
         "rss_growth_mb": samples[-1][1] - samples[0][1],
