@@ -248,7 +248,7 @@ def recipes_table(config: ModelConfig) -> str:
     lines.append("")
     lines += [f"- R{i}: `{recipe['recipe']}`" for i, recipe in enumerate(config.recipes, 1)]
     return (
-        "Each figure's mean over the recipe's seeds [worst seed, best seed], on the validation split and the\n"
+        "Each figure's mean over the recipe's seeds [lowest, highest], on the validation split and the\n"
         "stress bank, each run at its own threshold (`python -m cxr.cli.recipes RUN... --lungs`). Seeds whose\n"
         "weights were not kept, and what the comparison found: `docs/results.md` in the project's repository.\n\n"
         + "\n".join(lines)

@@ -80,6 +80,8 @@ class ModelConfig:
     def to_dict(self) -> dict:
         """config.json: timm's Hub format, the project's fields under ``PROJECT_KEY``."""
         project = {k: v for k, v in asdict(self).items() if k not in _TIMM_FIELDS}
+        if not project["recipes"]:  # written only once a comparison is recorded: older folders stay as they were
+            del project["recipes"]
         return {
             "architecture": self.architecture,
             "num_classes": 1,
