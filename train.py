@@ -319,8 +319,9 @@ for epoch in range(first_epoch, args.epochs + 1):
         loss = F.binary_cross_entropy_with_logits(logits, targets.to(device), pos_weight=pos_weight)
         if args.lung_penalty and has_mask[index].any():
             # Right for the right reasons: evidence off the lungs costs, whichever way it argues.
-            masked = has_mask[index].to(device)
-            off = off_lung_share(final.maps()[masked], dilate(masks[has_mask[index]], args.lung_dilate).to(device))
+            masked = has_mask[index]
+            lungs = dilate(masks[masked], args.lung_dilate).to(device)
+            off = off_lung_share(final.maps()[masked.to(device)], lungs)
             loss = loss + args.lung_penalty * off.mean()
             off_lungs.append(off.mean().item())
         optimizer.zero_grad(set_to_none=True)

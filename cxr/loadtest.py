@@ -127,10 +127,7 @@ def run_soak(
                 caller.close()
         if kind != "valid":
             return f"error: {kind} input was answered"
-        expected = reference[path]
-        close = abs(answer["probability"] - expected["probability"]) < 1e-6
-        same = close and answer["decision"] == expected["decision"]
-        return "ok" if same else "mismatch"
+        return judge(answer, reference[path])
 
     with ThreadPoolExecutor(concurrency) as pool:
         # Warm-up: one round of the soak's own traffic (every door, every kind of input, ``concurrency``
@@ -160,6 +157,12 @@ def run_soak(
         "fds": {"start": start_stats["fds"], "warm": warm_stats["fds"], "end": process_stats(pid)["fds"]},
         "cache_files_after_ttl": sorted(files_in(cache) - own_files),
     }
+
+
+def judge(answer: dict, expected: dict) -> str:
+    """ "ok" when an answer is its image's solo answer (probability to 1e-6, decision), else "mismatch"."""
+    same = abs(answer["probability"] - expected["probability"]) < 1e-6
+    return "ok" if same and answer["decision"] == expected["decision"] else "mismatch"
 
 
 def tally(warm_up: list[str], outcomes: list[str]) -> dict:
@@ -213,7 +216,7 @@ def run_door_soak(
 
     def one(index: int) -> str:
         kind, path = inputs[index % len(inputs)]
-        if door == "gradio_client":  # a new visitor each call: Gradio keeps state per session
+        if not kept:  # gradio_client: a new visitor each call (Gradio keeps state per session)
             caller, slot = DOORS[door](url), None
         else:  # HTTP keeps its connections; an MCP client keeps its session
             with lock:  # each caller (one connection or session) serves one request at a time
@@ -234,9 +237,7 @@ def run_door_soak(
                     free.append(slot)
         if kind != "valid":
             return f"error: {kind} input was answered"
-        expected = reference[path]
-        same = abs(answer["probability"] - expected["probability"]) < 1e-6
-        return "ok" if same and answer["decision"] == expected["decision"] else "mismatch"
+        return judge(answer, reference[path])
 
     outcomes: list[str] = []
     samples: list[tuple[int, int]] = []

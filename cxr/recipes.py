@@ -22,16 +22,6 @@ NOT_RECIPE = {"seed", "out", "resume", "max_minutes", "threads", "push_to_hub", 
 NOT_RECIPE |= {"ood_draws"}  # the out-of-population check's fit: the classifier is the same
 # Arguments that shape a recipe only beside another (a run without the penalty ignores its dilation).
 ONLY_WITH = {"lung_dilate": "lung_penalty"}
-FIGURES = (
-    "clean_auc",
-    "clean_sensitivity",
-    "clean_specificity",
-    "clean_ece",
-    "worst_sensitivity",
-    "worst_specificity",
-    "worst_ece",
-    "crop_22_specificity",
-)
 
 
 @dataclass
