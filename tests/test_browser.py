@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import EXAMPLES, true_class
 
@@ -45,8 +46,6 @@ def browser():
         if os.environ.get("CXR_REQUIRE_BROWSER") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield chromium
@@ -137,7 +136,8 @@ def test_every_example_is_captioned_and_a_click_shows_its_result(page, tmp_path)
     """One click on an example answers (no Analyze), its caption names its class, and the map's
     caption names the decision it explains."""
     examples = page.locator("#examples button.gallery-item")
-    assert examples.count() == len(EXAMPLES)
+    # The gallery renders after the image box the fixture waited for: wait for it (count() would not).
+    expect(examples).to_have_count(len(EXAMPLES), timeout=TIMEOUT_MS)
     previous = ""
     for index, example in enumerate(EXAMPLES):
         caption = examples.nth(index).inner_text()
@@ -165,7 +165,7 @@ def test_a_picture_that_is_not_a_chest_xray_gets_no_decision_and_no_map(page, no
     page.locator("#decision").get_by_text("No screening decision").wait_for()
     assert "pediatric chest X-ray population" in page.inner_text("#decision")
     assert "NOT_ASSESSED" in page.inner_text("#probability")
-    assert page.locator("#probability.not-assessed").count() == 1  # the bars are de-emphasised
+    expect(page.locator("#probability.not-assessed")).to_have_count(1)  # the bars are de-emphasised
     assert page.locator("#overlay img").count() == 0
     page.locator("#overlay").get_by_text("not drawn").wait_for()
     keep_screenshot(page, tmp_path, "screenshot_not_assessed.png")
