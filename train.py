@@ -39,7 +39,7 @@ from cxr.cam import FinalActivations
 from cxr.data import Augment, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.folder import calibrate_and_check, staged, write_records
 from cxr.forward import batched_logits
-from cxr.fov import FOV_DIR, FieldOfView, attach
+from cxr.fov import FOV_DIR, MODES, FieldOfView, attach
 from cxr.lungs import dilate, masks_for, off_lung_share
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import ModelConfig, build_model, freeze_before, module_before, preprocessing_for, save_model
@@ -73,6 +73,13 @@ parser.add_argument(
 )
 parser.add_argument(
     "--fov", default=None, metavar="DIR", help="crop every image to its lungs with this segmenter (cxr.cli.segmenter)"
+)
+parser.add_argument(
+    "--fov-mode",
+    choices=MODES,
+    default="crop",
+    help="with --fov: crop = cut each image to its lung box; dim = keep the frame, darken what lies outside the "
+    "(dilated) lungs (lung-masked input)",
 )
 parser.add_argument(
     "--lung-penalty",
@@ -195,6 +202,8 @@ if fov is not None and (fov.config.train or {}).get("split") != {
     "val_fraction": args.val_fraction,
 }:
     parser.error("--fov: the segmenter held out another validation split's masks (cxr.cli.segmenter --split-seed)")
+if fov is not None:
+    fov.config.mode = args.fov_mode  # saved with the segmenter's config: the app frames the same way
 attach(model, fov)  # validation (batched_logits) crops as the app will; the shipped folder carries it
 model = model.to(device, memory_format=torch.channels_last)
 net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
@@ -312,7 +321,7 @@ for epoch in range(first_epoch, args.epochs + 1):
         else:
             augmented = augment(train_x[index], aug_generator)
         # Framing is varied first, then cut to the lungs: what the app does with a film framed any way.
-        inputs = preprocess.normalize(fov.crop(augmented)[0] if fov is not None else augmented)
+        inputs = preprocess.normalize(fov.frame(augmented)[0] if fov is not None else augmented)
         inputs, targets = batch_targets(inputs, train_y[index])
         with FinalActivations(model) if args.lung_penalty else contextlib.nullcontext() as final:
             logits = net(inputs.to(device)).squeeze(1)

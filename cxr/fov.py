@@ -6,6 +6,9 @@ nothing about pneumonia, yet the first models read it as a sign of health. A sma
 around them, widened by a margin, is cut out and resized to the model's input, the same way in
 training, evaluation and the app. So every input is framed alike, whatever the film's framing.
 
+A classifier may instead keep the whole frame and dim what lies outside the lungs (``mode="dim"``,
+the lung-masked input lever): the lungs keep their detail, the framing around them reads as dark.
+
 Crops are taken from the image at the model's input size (uint8 (N, 1, S, S)), the tensor every
 path already has; a Grad-CAM map computed on the crop is pasted back into the whole image's frame
 (:func:`paste`), so the overlay still covers the upload as it was.
@@ -35,6 +38,8 @@ from cxr.files import CONFIG_NAME, WEIGHTS_NAME, sha256_file
 log = logging.getLogger(__name__)
 
 FOV_DIR = "fov"  # the segmenter's subfolder inside a classifier's weights folder
+WHOLE = (0.0, 0.0, 1.0, 1.0)  # the box of an image that is not cut (top, left, height, width)
+MODES = ("crop", "dim")  # SegmenterConfig.mode
 
 
 @dataclass
@@ -51,6 +56,12 @@ class SegmenterConfig:
     # A box narrower or shorter than this share of the image is widened around its centre: a lung the
     # segmenter under-reads (a white-out, a dense consolidation) must not be cut out of the crop.
     min_side: float = 0.5
+    # How a classifier uses the lungs found: "crop" cuts each film to the lung box; "dim" keeps the whole
+    # frame and darkens what lies outside the lungs (dilated by ``dilate``, a share of the side) to
+    # ``outside`` of its brightness, so the framing around the lungs carries almost nothing to read.
+    mode: str = "crop"
+    outside: float = 0.2
+    dilate: float = 0.035  # 8 px at 224, as train.py --lung-dilate
     weights_sha256: str = ""
     train: dict | None = None  # how it was trained and its held-out Dice
 
@@ -60,9 +71,12 @@ class SegmenterConfig:
     @classmethod
     def from_json(cls, path: Path) -> SegmenterConfig:
         try:
-            return cls(**json.loads(path.read_text()))
+            config = cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError) as error:
             raise ModelLoadError(f"{path}: not a valid segmenter config ({type(error).__name__}: {error})") from error
+        if config.mode not in MODES:
+            raise ModelLoadError(f"{path}: unknown mode {config.mode!r} (one of {', '.join(MODES)})")
+        return config
 
 
 class LungSegmenter(torch.nn.Module):
@@ -113,7 +127,7 @@ def lung_box(
     mask = probability[0] > 0.5
     size = mask.shape[-1]
     if mask.float().mean() < min_area:
-        return 0.0, 0.0, 1.0, 1.0
+        return WHOLE
     rows, cols = torch.nonzero(mask, as_tuple=True)
     quantiles = torch.tensor([0.01, 0.99])
     top, bottom = (torch.quantile(rows.float(), quantiles) / size).tolist()
@@ -141,7 +155,7 @@ def pixel_box(box: tuple[float, float, float, float], side: int) -> tuple[int, i
 
 
 class FieldOfView:
-    """The segmenter and its rule: crop a batch of X-rays to their lungs."""
+    """The segmenter and its rule: crop a batch of X-rays to their lungs, or dim what lies outside them."""
 
     def __init__(self, segmenter: LungSegmenter):
         self.segmenter = segmenter.eval()
@@ -166,6 +180,33 @@ class FieldOfView:
             for image, box in zip(images_u8, boxes, strict=True)
         ]
         return torch.stack(crops), boxes
+
+    def lung_weights(self, images_u8: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+        """Per pixel, what ``dim`` multiplies by: 1 on the dilated lungs, ``outside`` away from them,
+        1 everywhere for an image with too little lung found (nothing to dim around). (N, 1, S, S) float."""
+        config, side = self.config, images_u8.shape[-1]
+        reach = round(config.dilate * side)
+        weights = []
+        for start in range(0, len(images_u8), chunk):
+            probability = self.segmenter.lung_probability(images_u8[start : start + chunk])
+            found = (probability > 0.5).float().mean(dim=(1, 2, 3)) >= config.min_lung_area
+            lungs = F.interpolate(probability, size=(side, side), mode="bilinear", align_corners=False)
+            lungs = F.max_pool2d(lungs, 2 * reach + 1, stride=1, padding=reach) if reach else lungs
+            lungs[~found] = 1.0
+            weights.append(config.outside + (1.0 - config.outside) * lungs)
+        return torch.cat(weights)
+
+    def dim(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 1, S, S) (or float in [0, 1]) → the same frames, darkened outside their lungs."""
+        dimmed = images_u8.float() * self.lung_weights(images_u8)
+        return dimmed.round().to(torch.uint8) if images_u8.dtype == torch.uint8 else dimmed
+
+    def frame(self, images_u8: torch.Tensor) -> tuple[torch.Tensor, list[tuple[float, float, float, float]]]:
+        """The images as a classifier using this field of view sees them (its ``mode``), with the box
+        each came from (the whole image when dimmed), to paste a map back into."""
+        if self.config.mode == "dim":
+            return self.dim(images_u8), [WHOLE] * len(images_u8)
+        return self.crop(images_u8)
 
     @property
     def sha256(self) -> str:
@@ -226,9 +267,9 @@ def field_of_view(model: torch.nn.Module) -> FieldOfView | None:
 
 
 def framed(model: torch.nn.Module, images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, S, S) as ``model`` sees them: cut to the lungs if it has a field of view."""
+    """uint8 (N, 1, S, S) as ``model`` sees them: cut to (or dimmed around) the lungs if it has a field of view."""
     fov = field_of_view(model)
-    return fov.crop(images_u8)[0] if fov is not None else images_u8
+    return fov.frame(images_u8)[0] if fov is not None else images_u8
 
 
 def paste(cam_map: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:

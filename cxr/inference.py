@@ -199,7 +199,7 @@ class Predictor:
         fov = field_of_view(member.model)
         if fov is None:
             return self.preprocess.batch(list(image_u8)), None
-        crops, boxes = fov.crop(image_u8)
+        crops, boxes = fov.frame(image_u8)
         return self.preprocess.batch(list(crops)), boxes[0]
 
     def _pass(self, member: Member, batch: torch.Tensor) -> _Pass:

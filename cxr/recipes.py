@@ -21,7 +21,7 @@ from cxr.model import CONFIG_NAME, ModelConfig
 NOT_RECIPE = {"seed", "out", "resume", "max_minutes", "threads", "push_to_hub", "cache_dir", "data", "lung_masks"}
 NOT_RECIPE |= {"ood_draws"}  # the out-of-population check's fit: the classifier is the same
 # Arguments that shape a recipe only beside another (a run without the penalty ignores its dilation).
-ONLY_WITH = {"lung_dilate": "lung_penalty"}
+ONLY_WITH = {"lung_dilate": "lung_penalty", "fov_mode": "fov"}
 
 
 @dataclass

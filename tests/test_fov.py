@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cxr.errors import ModelLoadError
-from cxr.fov import FieldOfView, field_of_view, lung_box, paste, pixel_box
+from cxr.fov import WHOLE, FieldOfView, SegmenterConfig, field_of_view, framed, lung_box, paste, pixel_box
 from cxr.inference import Predictor
 from cxr.io import read_xray
 from cxr.model import load_model
@@ -43,11 +43,58 @@ def test_too_little_lung_means_no_crop():
     assert lung_box(_mask(0, 0, 3, 3), margin=0.1, min_area=0.05) == (0.0, 0.0, 1.0, 1.0)
 
 
+class PaintedLungs(torch.nn.Module):
+    """A segmenter whose lungs are a known square (rows and columns as shares of the side): the dimming
+    arithmetic without a trained segmenter."""
+
+    def __init__(self, config: SegmenterConfig, start: float, stop: float):
+        super().__init__()
+        self.config, self.start, self.stop = config, start, stop
+
+    def lung_probability(self, images_u8):
+        side = self.config.size
+        probability = torch.zeros(len(images_u8), 1, side, side)
+        low, high = round(self.start * side), round(self.stop * side)
+        probability[..., low:high, low:high] = 1.0
+        return probability
+
+
+def dimmer(start: float, stop: float, **settings) -> FieldOfView:
+    return FieldOfView(PaintedLungs(SegmenterConfig(mode="dim", size=100, **settings), start, stop))
+
+
+def test_dim_keeps_the_lungs_and_darkens_the_rest_to_its_share():
+    image = torch.full((2, 1, 200, 200), 200, dtype=torch.uint8)
+    frames, boxes = dimmer(0.25, 0.75, outside=0.2, dilate=0.0).frame(image)
+    assert frames.dtype == torch.uint8 and frames.shape == image.shape and boxes == [WHOLE, WHOLE]
+    assert (frames[:, :, 60:140, 60:140] == 200).all()  # the lungs, untouched
+    assert (frames[:, :, :40] == 40).all() and (frames[:, :, :, 170:] == 40).all()  # far off them: 0.2 x 200
+
+
+def test_dim_spares_a_margin_around_the_lungs_and_works_on_augmented_floats():
+    image = torch.full((1, 1, 200, 200), 0.5)
+    frames = dimmer(0.25, 0.75, outside=0.0, dilate=0.05).dim(image)  # 10 px of 200
+    assert frames.dtype == torch.float32
+    assert frames[0, 0, 100, 42] == pytest.approx(0.5) and frames[0, 0, 100, 20] == 0.0
+
+
+def test_an_image_with_too_little_lung_is_not_dimmed():
+    image = torch.full((1, 1, 100, 100), 90, dtype=torch.uint8)
+    assert torch.equal(dimmer(0.5, 0.52, min_lung_area=0.05).frame(image)[0], image)
+
+
+def test_an_unknown_mode_is_refused(tmp_path):
+    config = tmp_path / "config.json"
+    SegmenterConfig(mode="blur").to_json(config)
+    with pytest.raises(ModelLoadError, match="unknown mode 'blur'"):
+        SegmenterConfig.from_json(config)
+
+
 class FixedBox(FieldOfView):
     """A field of view whose box is known: the crop and paste arithmetic, without a segmenter."""
 
     def __init__(self, box: tuple[float, float, float, float]):
-        self.box = box
+        self.box, self.config = box, SegmenterConfig()  # mode "crop"
 
     def boxes(self, images_u8, chunk: int = 128):
         return [self.box] * len(images_u8)
@@ -99,9 +146,9 @@ def test_pasted_map_lies_inside_its_box_in_the_whole_frame():
 
 
 @pytest.fixture(scope="module")
-def tiny_fov_model(data_dir, tmp_path_factory):
-    """A tiny segmenter (cxr.cli.segmenter) and a tiny classifier trained with it (train.py --fov)."""
-    tmp = tmp_path_factory.mktemp("fov")
+def tiny_segmenter(data_dir, tmp_path_factory):
+    """A tiny lung segmenter trained by cxr.cli.segmenter on a few real masks."""
+    tmp = tmp_path_factory.mktemp("segmenter")
     masks = data_dir.parent / "lung_masks"
     segmenter = tmp / "segmenter"
     command = [sys.executable, "-m", "cxr.cli.segmenter", "--data", str(data_dir), "--masks", str(masks)]
@@ -109,22 +156,25 @@ def tiny_fov_model(data_dir, tmp_path_factory):
     command += ["--limit", "32", "--cache-dir", str(tmp / "cache")]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    out, _ = run_train(
-        data_dir,
-        tmp,
-        "classifier",
-        "--model",
-        "test_efficientnet",
-        "--limit",
-        "32",
-        "--epochs",
-        "1",
-        "--input-size",
-        "96",
-        "--fov",
-        str(segmenter),
-    )
-    return out
+    return segmenter
+
+
+def train_with_fov(data_dir, tmp_path_factory, segmenter, *flags: str):
+    tmp = tmp_path_factory.mktemp("fov")
+    tiny = ("--model", "test_efficientnet", "--limit", "32", "--epochs", "1", "--input-size", "96")
+    return run_train(data_dir, tmp, "classifier", *tiny, "--fov", str(segmenter), *flags)[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_fov_model(data_dir, tmp_path_factory, tiny_segmenter):
+    """A tiny classifier trained with the segmenter's crop (train.py --fov)."""
+    return train_with_fov(data_dir, tmp_path_factory, tiny_segmenter)
+
+
+@pytest.fixture(scope="module")
+def tiny_dim_model(data_dir, tmp_path_factory, tiny_segmenter):
+    """A tiny classifier trained on lung-masked input (train.py --fov --fov-mode dim)."""
+    return train_with_fov(data_dir, tmp_path_factory, tiny_segmenter, "--fov-mode", "dim")
 
 
 @pytest.mark.slow
@@ -145,6 +195,25 @@ def test_a_trained_fov_model_answers_alike_on_both_paths(tiny_fov_model):
 
 
 @pytest.mark.slow
+def test_a_lung_masked_input_model_dims_on_every_path_and_maps_the_whole_frame(tiny_dim_model):
+    """train.py --fov-mode dim: the folder's segmenter dims (not crops), single and batch answers agree,
+    and the map covers the whole image (nothing pasted into a box)."""
+    model, _ = load_model(tiny_dim_model)
+    assert field_of_view(model).config.mode == "dim"
+    predictor = Predictor.from_folder(tiny_dim_model)
+    image = read_xray(EXAMPLES[0])
+    prediction = predictor.predict(image)
+    assert prediction.cam.shape == (96, 96)
+    assert predictor.screen([image])[0].probability == pytest.approx(prediction.probability, abs=1e-5)
+    image_u8 = predictor.preprocess.tensor(image)[None]
+    fov = field_of_view(model)
+    assert torch.equal(framed(model, image_u8), fov.dim(image_u8))
+    fov.config.min_lung_area = 0.0  # a one-epoch segmenter finds little lung: dim around whatever it finds
+    dimmed = framed(model, image_u8)
+    assert dimmed.shape == image_u8.shape and (dimmed <= image_u8).all() and not torch.equal(dimmed, image_u8)
+
+
+@pytest.mark.slow
 def test_a_swapped_segmenter_is_refused(tiny_fov_model, tmp_path):
     import shutil
 
@@ -157,7 +226,7 @@ def test_a_swapped_segmenter_is_refused(tiny_fov_model, tmp_path):
 
 
 def test_field_of_view_is_not_part_of_the_state_dict(tmp_path):
-    from cxr.fov import LungSegmenter, SegmenterConfig, attach
+    from cxr.fov import LungSegmenter, attach
     from cxr.model import ModelConfig, build_model
 
     model = build_model(ModelConfig("test_efficientnet", input_size=64))

@@ -49,6 +49,8 @@ def test_a_recipe_is_its_training_flags_without_seed_paths_or_idle_options():
     flags = recipe_flags(RECIPE | {"seed": 3, "out": "runs/x", "lung_masks": "/m", "max_minutes": 45})
     assert flags == "--augment shift --epochs 10 --model efficientnet_lite0"  # no dilation without the penalty
     assert "--lung-dilate 16" in recipe_flags(RECIPE | {"lung_penalty": 1.0})
+    assert "--fov-mode" not in recipe_flags(RECIPE | {"fov_mode": "crop"})  # the mode of no field of view
+    assert "--fov seg --fov-mode dim" in recipe_flags(RECIPE | {"fov": "seg", "fov_mode": "dim"})
 
 
 def test_extra_figures_join_their_run(tmp_path):
