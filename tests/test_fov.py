@@ -233,3 +233,27 @@ def test_field_of_view_is_not_part_of_the_state_dict(tmp_path):
     keys = set(model.state_dict())
     attach(model, FieldOfView(LungSegmenter(SegmenterConfig(encoder="test_efficientnet", size=32))))
     assert set(model.state_dict()) == keys and field_of_view(model) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", ["tiny_fov_model", "tiny_dim_model"])
+def test_the_field_of_view_sheet_is_drawn_for_both_modes(fixture, request, data_dir, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from cxr.data import list_samples, split_by_patient
+    from cxr.model import ModelConfig
+
+    # A tiny model recorded the validation patients of its --limit run; the sheet reads the whole split.
+    weights, out = tmp_path / "weights", tmp_path / "sheet.png"
+    shutil.copytree(request.getfixturevalue(fixture), weights)
+    config = ModelConfig.from_json(weights / "config.json")
+    _, val = split_by_patient(list_samples(data_dir / "train"), config.train["split"]["val_fraction"], 0)
+    config.train["split"]["val_patients"] = sorted({s.patient for s in val})
+    config.to_json(weights / "config.json")
+    command = [sys.executable, "-m", "cxr.cli.fov", "--weights", str(weights), "--out", str(out)]
+    command += ["--data", str(data_dir), "--cache-dir", str(tmp_path / "cache"), "--bank-images", "2"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Image.open(out).size[0] > 500

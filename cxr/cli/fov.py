@@ -1,4 +1,5 @@
-"""Show the field-of-view crop: the lung box a model's segmenter finds on full-size X-rays and bank images.
+"""Show the field of view: the lung box a model's segmenter finds (or the dimmed frame it shows the
+classifier, ``--fov-mode dim``) on full-size X-rays and bank images.
 
     python -m cxr.cli.fov --weights weights/efficientnet_lite0_fov --out docs/fov_crops.png
 
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         pictures += [image[0].numpy() for image in changed]
         tensors += list(changed)
         titles += [name] * len(changed)
-    boxes = fov.boxes(torch.stack(tensors))
+    seen, boxes = fov.frame(torch.stack(tensors))
+    if fov.config.mode == "dim":  # lung-masked input: show the frames as dimmed (at the input size)
+        pictures = [image[0].numpy() for image in seen]
     print(f"wrote {save_crop_sheet(pictures, boxes, titles, args.out)}")
     return 0
 
