@@ -20,6 +20,7 @@ from cxr.examples import bundled_examples, example_label
 from cxr.http_api import router
 from cxr.inference import NOT_ASSESSED
 from cxr.io import formats_text
+from cxr.memory import start_trimmer, tune_malloc
 from cxr.ood import REASON as OOD_REASON
 from cxr.service import Screening, UnknownModelError
 from cxr.sweep import start_sweeper
@@ -30,6 +31,10 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio polls itself; eac
 # The model serves one request at a time (Predictor's lock), so it may use every core this process
 # may run on: the affinity mask, not the host's core count that a container (a Space) hides.
 torch.set_num_threads(int(os.environ.get("CXR_TORCH_THREADS") or len(os.sched_getaffinity(0))))
+
+# glibc's allocator, set before the server's threads start (why and the figures: docs/operations.md, Memory).
+tune_malloc(int(os.environ.get("CXR_MALLOC_ARENAS", "0")), int(os.environ.get("CXR_MALLOC_MMAP_THRESHOLD", "0")))
+start_trimmer(float(os.environ.get("CXR_MALLOC_TRIM_EVERY", "0")))
 
 EXAMPLES = [str(p) for p in bundled_examples(Path(__file__).parent / "examples")]  # beside app.py, as in a Space
 SCREENING = Screening(model_choices())  # the startup model first, then every folder in weights/

@@ -72,7 +72,7 @@ def tool_answer(result) -> dict:
     """The answer record from the tool's text content: Gradio prints the outputs as a Python list."""
     text = "".join(item.text for item in result.content if item.type == "text")
     if result.isError:
-        raise DoorError(text[:300])
+        raise DoorError(text[:300] or f"the tool failed without a message: {result!r}"[:300])
     outputs = ast.literal_eval(text[text.index("[") :])
     return next(item for item in outputs if isinstance(item, dict) and "decision" in item)
 

@@ -68,10 +68,14 @@ def run_load(url: str, images: list[Path], clients: int = 8, calls: int = 25) ->
 
 
 def process_stats(pid: int) -> dict[str, int]:
-    """Resident memory (MB) and open file descriptors of a process, from /proc (Linux)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-    return {"rss_mb": rss_kb // 1024, "fds": len(list(Path(f"/proc/{pid}/fd").iterdir()))}
+    """Resident memory (MB: all, anonymous, file pages) and open file descriptors of a process, from
+    /proc (Linux). Anonymous pages are the heaps; file pages, code and mapped files paged in."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    mb = {name: int(fields[key].split()[0]) // 1024 for name, key in RSS_FIELDS.items()}
+    return mb | {"fds": len(list(Path(f"/proc/{pid}/fd").iterdir()))}
+
+
+RSS_FIELDS = {"rss_mb": "VmRSS", "anon_mb": "RssAnon", "file_mb": "RssFile"}
 
 
 def files_in(folder: Path) -> set[str]:
@@ -176,6 +180,10 @@ def tally(warm_up: list[str], outcomes: list[str]) -> dict:
     }
 
 
+def _parts(stat: dict) -> list[int]:
+    return [stat["anon_mb"], stat["file_mb"]]
+
+
 def memory_slope(samples: list[tuple[int, int]]) -> float | None:
     """Resident memory growth in MB per 1,000 calls: the least-squares slope through (calls, MB) samples."""
     if len(samples) < 2:
@@ -225,8 +233,8 @@ def run_door_soak(
             caller = callers[slot]
         try:
             answer = caller.screen(path)
-        except DoorError:
-            return "refused" if kind != "valid" else "error: a valid X-ray was refused"
+        except DoorError as error:
+            return "refused" if kind != "valid" else f"error: a valid X-ray was refused: {error}"
         except Exception as error:  # a transport failure counts against the server
             return f"error: {type(error).__name__}: {error}"
         finally:
@@ -240,14 +248,14 @@ def run_door_soak(
         return judge(answer, reference[path])
 
     outcomes: list[str] = []
-    samples: list[tuple[int, int]] = []
+    stats: list[tuple[int, dict]] = []
     with ThreadPoolExecutor(concurrency) as pool:
         warm_outcomes = list(pool.map(one, range(warm_up)))
-        warm = process_stats(pid)
-        samples.append((0, warm["rss_mb"]))
+        stats.append((0, process_stats(pid)))
         for begin in range(0, calls, sample_every):
             outcomes += pool.map(one, range(warm_up + begin, warm_up + min(begin + sample_every, calls)))
-            samples.append((len(outcomes), process_stats(pid)["rss_mb"]))
+            stats.append((len(outcomes), process_stats(pid)))
+    samples = [(n, stat["rss_mb"]) for n, stat in stats]
     for caller in callers:
         caller.close()
     return {
@@ -259,5 +267,8 @@ def run_door_soak(
         "rss_mb_samples": samples,
         "rss_growth_mb": samples[-1][1] - samples[0][1],
         "growth_mb_per_1000_calls": memory_slope(samples),
+        # The slope of the second half alone: growth that levels off shows here as a smaller figure.
+        "growth_mb_per_1000_calls_second_half": memory_slope(samples[len(samples) // 2 :]),
+        "anon_file_mb": {"warm": _parts(stats[0][1]), "end": _parts(stats[-1][1])},
         "fds": process_stats(pid)["fds"],
     }

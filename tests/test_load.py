@@ -79,4 +79,6 @@ def test_one_door_soak_samples_memory_and_judges_every_answer(app_process, door,
     assert report["calls"] == 24 and report["refused"] == 24 // len(report["inputs"]) * len(hostile) > 0
     assert [calls for calls, _ in report["rss_mb_samples"]] == [0, 8, 16, 24]
     assert all(rss > 50 for _, rss in report["rss_mb_samples"]) and report["growth_mb_per_1000_calls"] is not None
+    anon, file = report["anon_file_mb"]["end"]  # the resident memory's parts: heaps and paged-in files
+    assert anon > 50 and file > 10 and anon + file <= report["rss_mb_samples"][-1][1] + 1
     assert process.poll() is None  # the server is still up

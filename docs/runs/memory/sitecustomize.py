@@ -15,3 +15,43 @@ if os.environ.get("TM_DUMP"):
         tracemalloc.take_snapshot().dump(f"{os.environ['TM_DUMP']}.{count[0]}")
 
     signal.signal(signal.SIGUSR1, on_signal)
+
+# SIGUSR2: append glibc's malloc totals over every arena (mallinfo2) as one JSON line to $MI_DUMP:
+# in use by the program (uordblks + hblkhd) against held free inside the arenas (fordblks).
+if os.environ.get("MI_DUMP"):
+    import ctypes
+    import json
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in [
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            ]
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+
+    def on_usr2(*_):
+        info = libc.mallinfo2()
+        sizes = ("arena", "hblkhd", "fsmblks", "uordblks", "fordblks", "keepcost")  # the byte counts
+        mb = {name: round(getattr(info, name) / 2**20, 1) for name in sizes}
+        with open(os.environ["MI_DUMP"], "a") as out:
+            out.write(json.dumps(mb) + "\n")
+        with open("/proc/self/smaps") as smaps, open(os.environ["MI_DUMP"] + f".smaps{on_usr2.count}", "w") as out:
+            out.write(smaps.read())  # which mappings hold the resident memory
+        on_usr2.count += 1
+
+    on_usr2.count = 0
+
+    signal.signal(signal.SIGUSR2, on_usr2)
