@@ -34,7 +34,7 @@ torch.set_num_threads(int(os.environ.get("CXR_TORCH_THREADS") or len(os.sched_ge
 
 # glibc's allocator, set before the server's threads start (why and the figures: docs/operations.md, Memory).
 tune_malloc(int(os.environ.get("CXR_MALLOC_ARENAS", "0")), int(os.environ.get("CXR_MALLOC_MMAP_THRESHOLD", "0")))
-start_trimmer(float(os.environ.get("CXR_MALLOC_TRIM_EVERY", "0")))
+start_trimmer(float(os.environ.get("CXR_MALLOC_TRIM_EVERY", "5")))  # 0: off
 
 EXAMPLES = [str(p) for p in bundled_examples(Path(__file__).parent / "examples")]  # beside app.py, as in a Space
 SCREENING = Screening(model_choices())  # the startup model first, then every folder in weights/

@@ -55,3 +55,20 @@ if os.environ.get("MI_DUMP"):
     on_usr2.count = 0
 
     signal.signal(signal.SIGUSR2, on_usr2)
+
+# MCP_TRACE: log the type and repr of any exception the MCP server's queued tool path raises (the
+# in-process gradio_client job), to name the failure that reaches the agent as an empty error.
+if os.environ.get("MCP_TRACE"):
+    import gradio.mcp
+
+    original = gradio.mcp.GradioMCPServer._execute_tool_without_progress
+
+    async def traced(self, job):
+        try:
+            return await original(self, job)
+        except BaseException as error:
+            with open(os.environ["MCP_TRACE"], "a") as out:
+                out.write(f"{type(error).__module__}.{type(error).__name__}: {error!r}\n")
+            raise
+
+    gradio.mcp.GradioMCPServer._execute_tool_without_progress = traced
