@@ -190,15 +190,25 @@ def describe_fov(folder: Path, config: ModelConfig) -> str:
     segmenter = json.loads((folder / config.fov["folder"] / CONFIG_NAME).read_text())
     dice = (segmenter.get("train") or {}).get("held_out_dice", {})
     held = (segmenter.get("train") or {}).get("held_out_masks", "?")
+    found = (
+        f"Held-out Dice {dice.get('mean', float('nan')):.3f} (median {dice.get('median', float('nan')):.3f}) "
+        f"on {held} masks of the validation patients. The segmenter was trained on human-drawn lung masks "
+        "from the V7 Labs COVID-19 X-ray dataset (CC BY 4.0; credit: V7 Labs) paired with Kermany images."
+    )
+    if segmenter.get("mode") == "dim":
+        return (
+            "Lung-masked input: every X-ray keeps its frame, and what lies outside its lungs (grown by "
+            f"{segmenter['dilate']:.1%} of the side) is darkened to {segmenter['outside']:.0%} of its brightness "
+            f"before the network sees it, in training and at inference alike. A lung segmenter (`fov/`, timm "
+            f"`{segmenter['encoder']}` encoder with a light decoder, {segmenter['size']} px) finds the lungs. " + found
+        )
     return (
         f"Every X-ray is cut to its lung fields before the network sees it, in training and at inference "
         f"alike: a lung segmenter (`fov/`, timm `{segmenter['encoder']}` encoder with a light decoder, "
         f"{segmenter['size']} px) finds the lungs; their box, widened by {segmenter['margin']:.0%} per side "
         f"and to at least {segmenter['min_side']:.0%} of the image each way, is resized to the input. "
-        f"Held-out Dice {dice.get('mean', float('nan')):.3f} (median {dice.get('median', float('nan')):.3f}) "
-        f"on {held} masks of the validation patients. The segmenter was trained on human-drawn lung masks "
-        "from the V7 Labs COVID-19 X-ray dataset (CC BY 4.0; credit: V7 Labs) paired with Kermany images. "
-        "The Grad-CAM map is computed on the crop and drawn back in the whole image's frame."
+        + found
+        + " The Grad-CAM map is computed on the crop and drawn back in the whole image's frame."
     )
 
 

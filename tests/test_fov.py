@@ -200,6 +200,8 @@ def test_a_lung_masked_input_model_dims_on_every_path_and_maps_the_whole_frame(t
     and the map covers the whole image (nothing pasted into a box)."""
     model, _ = load_model(tiny_dim_model)
     assert field_of_view(model).config.mode == "dim"
+    card = (tiny_dim_model / "README.md").read_text()
+    assert "Lung-masked input" in card and "darkened to 20%" in card
     predictor = Predictor.from_folder(tiny_dim_model)
     image = read_xray(EXAMPLES[0])
     prediction = predictor.predict(image)
