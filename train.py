@@ -39,7 +39,7 @@ from cxr.cam import FinalActivations
 from cxr.data import Augment, cache_file, decode_samples, list_samples, split_by_patient
 from cxr.folder import calibrate_and_check, staged, write_records
 from cxr.forward import batched_logits
-from cxr.fov import FOV_DIR, MODES, FieldOfView, attach
+from cxr.fov import FOV_DIR, MODES, FieldOfView, attach, framed
 from cxr.lungs import dilate, masks_for, off_lung_share
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import ModelConfig, build_model, freeze_before, module_before, preprocessing_for, save_model
@@ -321,7 +321,7 @@ for epoch in range(first_epoch, args.epochs + 1):
         else:
             augmented = augment(train_x[index], aug_generator)
         # Framing is varied first, then cut to the lungs: what the app does with a film framed any way.
-        inputs = preprocess.normalize(fov.frame(augmented)[0] if fov is not None else augmented)
+        inputs = preprocess.normalize(framed(model, augmented))
         inputs, targets = batch_targets(inputs, train_y[index])
         with FinalActivations(model) if args.lung_penalty else contextlib.nullcontext() as final:
             logits = net(inputs.to(device)).squeeze(1)

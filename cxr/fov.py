@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from cxr.errors import ModelLoadError
 from cxr.files import CONFIG_NAME, WEIGHTS_NAME, sha256_file
+from cxr.lungs import dilate
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +163,20 @@ class FieldOfView:
         self.segmenter = segmenter.eval()
         self.config = segmenter.config
 
-    def boxes(self, images_u8: torch.Tensor, chunk: int = 128) -> list[tuple[float, float, float, float]]:
+    def lung_probabilities(self, images_u8: torch.Tensor, chunk: int = 128) -> Iterator[torch.Tensor]:
+        """P(lung) at the segmenter's size, (n, 1, size, size) per chunk of ``chunk`` images: chunks bound
+        the memory of a whole training set."""
+        for start in range(0, len(images_u8), chunk):
+            yield self.segmenter.lung_probability(images_u8[start : start + chunk])
+
+    def boxes(self, images_u8: torch.Tensor) -> list[tuple[float, float, float, float]]:
         """Each image's lung box (top, left, height, width) as shares of its side."""
-        boxes = []
-        for start in range(0, len(images_u8), chunk):  # chunks bound the memory of a whole training set
-            probability = self.segmenter.lung_probability(images_u8[start : start + chunk])
-            config = self.config
-            boxes += [lung_box(p, config.margin, config.min_lung_area, config.min_side) for p in probability]
-        return boxes
+        config = self.config
+        return [
+            lung_box(p, config.margin, config.min_lung_area, config.min_side)
+            for probability in self.lung_probabilities(images_u8)
+            for p in probability
+        ]
 
     def crop(self, images_u8: torch.Tensor) -> tuple[torch.Tensor, list[tuple[float, float, float, float]]]:
         """uint8 (N, 1, S, S) (or float in [0, 1]: augmented training images) → each image cut to its
@@ -181,17 +189,15 @@ class FieldOfView:
         ]
         return torch.stack(crops), boxes
 
-    def lung_weights(self, images_u8: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    def lung_weights(self, images_u8: torch.Tensor) -> torch.Tensor:
         """Per pixel, what ``dim`` multiplies by: 1 on the dilated lungs, ``outside`` away from them,
         1 everywhere for an image with too little lung found (nothing to dim around). (N, 1, S, S) float."""
         config, side = self.config, images_u8.shape[-1]
-        reach = round(config.dilate * side)
         weights = []
-        for start in range(0, len(images_u8), chunk):
-            probability = self.segmenter.lung_probability(images_u8[start : start + chunk])
+        for probability in self.lung_probabilities(images_u8):
             found = (probability > 0.5).float().mean(dim=(1, 2, 3)) >= config.min_lung_area
             lungs = F.interpolate(probability, size=(side, side), mode="bilinear", align_corners=False)
-            lungs = F.max_pool2d(lungs, 2 * reach + 1, stride=1, padding=reach) if reach else lungs
+            lungs = dilate(lungs, round(config.dilate * side))
             lungs[~found] = 1.0
             weights.append(config.outside + (1.0 - config.outside) * lungs)
         return torch.cat(weights)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc's mallopt parameters (malloc.h)
 
 
+@functools.cache  # loaded once: the trimmer asks for it every few seconds
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library if it is glibc (it has ``malloc_trim``), else None."""
     try:

@@ -96,7 +96,7 @@ class FixedBox(FieldOfView):
     def __init__(self, box: tuple[float, float, float, float]):
         self.box, self.config = box, SegmenterConfig()  # mode "crop"
 
-    def boxes(self, images_u8, chunk: int = 128):
+    def boxes(self, images_u8):
         return [self.box] * len(images_u8)
 
 
