@@ -16,6 +16,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from cxr import ImageReadError, ModelLoadError, model_choices
+from cxr.capacity import Capacity, ServerBusyError
 from cxr.examples import bundled_examples, example_label
 from cxr.http_api import router
 from cxr.inference import NOT_ASSESSED
@@ -43,6 +44,9 @@ MODELS, DEFAULT_MODEL = SCREENING.models, SCREENING.default
 # see Predictor). Past QUEUE_SIZE waiting requests, new ones are turned away, on every door.
 WORKERS, QUEUE_SIZE = 2, int(os.environ.get("CXR_QUEUE_SIZE", "64"))
 SESSION_CAPACITY = int(os.environ.get("CXR_SESSION_CAPACITY", "256"))  # Gradio sessions kept (see below)
+# One bound on answers for every door: the UI and gradio_client wait in Gradio's queue first, HTTP /v1 and
+# MCP (answered without the queue, see below) only here.
+CAPACITY = Capacity(WORKERS, QUEUE_SIZE)
 NOTICE = (
     "**Research demo, not a diagnostic device.** Trained on pediatric chest X-rays (ages 1-5) from one "
     "hospital; it has not been validated for clinical use. Uploads are analysed in memory and not kept."
@@ -89,7 +93,31 @@ class DecisionLabel(gr.Label):
         return value if isinstance(value, LabelData) else super().postprocess(value)
 
 
-def screen_chest_xray(
+class AnswerJSON(gr.JSON):
+    """A ``gr.JSON`` whose value stays a plain dict: MCP's direct path prints outputs as they are (not
+    ``root={...}``), and every other door gets the same JSON as before."""
+
+    is_template = True  # rendered by gr.JSON's own frontend
+
+    def postprocess(self, value):
+        return value if isinstance(value, dict) else super().postprocess(value)
+
+
+def answer_upload(upload: dict | str | None, model: str) -> tuple[LabelData, Image.Image | None, dict]:
+    """The three outputs for one upload (a Gradio FileData dict or a path); gr.Error for a bad file or model."""
+    path = upload.get("path") if isinstance(upload, dict) else upload
+    try:
+        prediction, overlay, record = SCREENING.screen(path, model or DEFAULT_MODEL)
+    except (ImageReadError, UnknownModelError) as error:
+        raise user_error(str(error)) from error
+    confidences = sorted(prediction.confidences().items(), key=lambda item: -item[1])
+    label = LabelData(
+        label=prediction.decision, confidences=[LabelConfidence(label=k, confidence=v) for k, v in confidences]
+    )
+    return label, overlay, record
+
+
+async def screen_chest_xray(
     upload: dict | str | None, model: str = DEFAULT_MODEL
 ) -> tuple[LabelData, Image.Image | None, dict]:
     """Screen one frontal chest X-ray of a young child (ages 1-5) for pneumonia.
@@ -106,16 +134,10 @@ def screen_chest_xray(
         upload: the chest X-ray file ({formats}), as an http(s) URL or a base64 data URI.
         model: the model's name (default: the shipped default).
     """
-    path = upload.get("path") if isinstance(upload, dict) else upload
     try:
-        prediction, overlay, record = SCREENING.screen(path, model or DEFAULT_MODEL)
-    except (ImageReadError, UnknownModelError) as error:
+        return await CAPACITY.run(answer_upload, upload, model)
+    except ServerBusyError as error:
         raise user_error(str(error)) from error
-    confidences = sorted(prediction.confidences().items(), key=lambda item: -item[1])
-    label = LabelData(
-        label=prediction.decision, confidences=[LabelConfidence(label=k, confidence=v) for k, v in confidences]
-    )
-    return label, overlay, record
 
 
 screen_chest_xray.__doc__ = screen_chest_xray.__doc__.replace("{formats}", formats_text())
@@ -183,8 +205,17 @@ with gr.Blocks(
             cam = gr.Image(type="pil", format="jpeg", label=caption, elem_id="overlay")
             with gr.Accordion("How to read this", open=False, elem_id="how-to-read"):
                 gr.Markdown(HOW_TO_READ)
-            answer = gr.JSON(label="Answer (as API clients get it)", elem_id="answer", elem_classes=["wrap-json"])
-    analyze.click(screen_chest_xray, [image, model], [label, cam, answer], api_name="predict", preprocess=False)
+            answer = AnswerJSON(label="Answer (as API clients get it)", elem_id="answer", elem_classes=["wrap-json"])
+    # The button's event is the UI's own (private, queued: the browser shows its place in line). The API
+    # endpoint /predict is a twin on a hidden trigger, not queued: MCP then calls the function directly
+    # (Gradio's queued MCP path shares one loopback client among agents, and about one call in 1,000-1,500
+    # was cancelled in it), while gradio_client calls still join Gradio's queue (its bound and "Queue is
+    # full"). Both end in CAPACITY.
+    analyze.click(screen_chest_xray, [image, model], [label, cam, answer], api_visibility="private", preprocess=False)
+    api_trigger = gr.Button(visible=False)
+    api_trigger.click(
+        screen_chest_xray, [image, model], [label, cam, answer], api_name="predict", queue=False, preprocess=False
+    )
     # Every answer, from the button or an example, is put into words by one private step.
     answer.change(render, answer, [verdict, label, cam], api_visibility="private")
     # A new image or model from the user clears the previous answer, so no result stands beside the
@@ -220,7 +251,7 @@ start_sweeper(Path(get_upload_folder()), max_age=UPLOAD_TTL, every=max(1, UPLOAD
 # One server, one port: the UI and gradio_client at /, plain HTTP/JSON at /v1 (docs at /docs), and the
 # screening tool over MCP at /gradio_api/mcp/. All share the models, their lock and the queue's bound.
 server = FastAPI(title="Pneumonia screening on chest X-rays", description=NOTICE, version="1")
-server.include_router(router(SCREENING, workers=WORKERS, max_waiting=QUEUE_SIZE))
+server.include_router(router(SCREENING, CAPACITY))
 server = gr.mount_gradio_app(
     server, demo, path="/", max_file_size="50mb", run_history=False, css=CSS + WRAP_JSON, mcp_server=True
 )

@@ -69,12 +69,17 @@ def data_uri(path: Path) -> str:
 
 
 def tool_answer(result) -> dict:
-    """The answer record from the tool's text content: Gradio prints the outputs as a Python list."""
-    text = "".join(item.text for item in result.content if item.type == "text")
+    """The answer record from the tool's content: Gradio prints each output as Python text (the overlay
+    comes as an image and its URL); the record is the dict that has a decision."""
+    texts = [item.text for item in result.content if item.type == "text"]
     if result.isError:
-        raise DoorError(text[:300] or f"the tool failed without a message: {result!r}"[:300])
-    outputs = ast.literal_eval(text[text.index("[") :])
-    return next(item for item in outputs if isinstance(item, dict) and "decision" in item)
+        raise DoorError("".join(texts)[:300] or f"the tool failed without a message: {result!r}"[:300])
+    for text in texts:
+        with contextlib.suppress(ValueError, SyntaxError):
+            output = ast.literal_eval(text)
+            if isinstance(output, dict) and "decision" in output:
+                return output
+    raise DoorError(f"no answer record in the tool's result: {texts!r}"[:300])
 
 
 class McpDoor:

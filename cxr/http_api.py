@@ -2,9 +2,9 @@
 
 One request, one JSON answer: the same record the Gradio API's third output carries (from
 :class:`cxr.service.Screening`, the one answer every door gives). It shares the server's capacity:
-the models (and their one-request-at-a-time lock) are the UI's, at most ``workers`` requests run at
-once, and past ``max_waiting`` waiting requests a new one is turned away with 503 and
-``Retry-After``, as the Gradio queue turns them away when full. The upload limit is enforced while
+the models (and their one-request-at-a-time lock) are the UI's, and one :class:`cxr.capacity.Capacity`
+bounds it with the Gradio API's doors: past its waiting requests a new one is turned away with 503
+and ``Retry-After``, as the Gradio queue turns them away when full. The upload limit is enforced while
 the body is read, not after. Every error is ``{"error": "..."}`` with its status, never a traceback.
 """
 
@@ -16,12 +16,12 @@ import logging
 import tempfile
 from pathlib import Path
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
+from cxr.capacity import Capacity, ServerBusyError
 from cxr.errors import ImageReadError
 from cxr.io import MAX_FILE_BYTES, formats_text
 from cxr.service import Screening, UnknownModelError
@@ -91,23 +91,6 @@ PREDICT_DOC = {
 }
 
 
-class Capacity:
-    """At most ``workers`` answers at once and ``max_waiting`` requests waiting, on the event loop."""
-
-    def __init__(self, workers: int, max_waiting: int):
-        self.limiter = anyio.CapacityLimiter(workers)
-        self.max_waiting, self.waiting = max_waiting, 0
-
-    async def run(self, function, *args):
-        if self.waiting >= self.max_waiting:
-            raise ApiError(503, "The server is full; try again shortly.", {"Retry-After": "2"})
-        self.waiting += 1
-        try:
-            return await anyio.to_thread.run_sync(function, *args, limiter=self.limiter)
-        finally:
-            self.waiting -= 1
-
-
 async def _read_form(request: Request, limit: int):
     """The multipart form, counting bytes as they arrive: past ``limit`` the read stops (BodyTooLargeError)."""
     declared = request.headers.get("content-length")
@@ -137,10 +120,10 @@ def _flag(value: str | None) -> bool:
     raise ApiError(422, f"cam must be true or false, not {value!r}.")
 
 
-def router(screening: Screening, workers: int = 2, max_waiting: int = 64, max_bytes: int = MAX_FILE_BYTES) -> APIRouter:
-    """The /v1 routes over ``screening``, sharing its models with the UI."""
+def router(screening: Screening, capacity: Capacity | None = None, max_bytes: int = MAX_FILE_BYTES) -> APIRouter:
+    """The /v1 routes over ``screening``, sharing its models (and ``capacity``, if given) with the other doors."""
     api = APIRouter(prefix="/v1", tags=["screening"])
-    capacity = Capacity(workers, max_waiting)
+    capacity = capacity or Capacity(workers=2, max_waiting=64)
 
     @api.post("/predict", openapi_extra=PREDICT_DOC, summary="Screen one chest X-ray")
     async def predict(request: Request) -> JSONResponse:
@@ -167,6 +150,9 @@ def router(screening: Screening, workers: int = 2, max_waiting: int = 64, max_by
                 overlay.save(buffer, format="JPEG", quality=90)
                 record["overlay_jpeg_base64"] = base64.b64encode(buffer.getvalue()).decode()
             return JSONResponse(record)
+        except ServerBusyError as error:
+            log.warning("refused (503): %s", error)
+            return _error(503, str(error), {"Retry-After": "2"})
         except ApiError as error:
             log.warning("refused (%d): %s", error.status, error.message)
             return _error(error.status, error.message, error.headers)

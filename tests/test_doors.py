@@ -115,13 +115,28 @@ def test_an_oversized_upload_is_refused_while_it_is_read(app_url):
     assert httpx.get(f"{app_url}v1/health", timeout=30).status_code == 200
 
 
-def test_a_full_server_answers_503_with_retry_after():
-    """With room for one request, a burst is partly turned away, each with Retry-After; none fails otherwise."""
+def mcp_outcome(url: str) -> str:
+    """ "ok" or the MCP tool's error text, for one call with its own session."""
+    door = McpDoor(url)
+    try:
+        result = door.call({"upload": data_uri(EXAMPLES[0])})
+        return "".join(item.text for item in result.content if item.type == "text") if result.isError else "ok"
+    finally:
+        door.close()
+
+
+def test_a_full_server_answers_503_with_retry_after_and_mcp_says_so():
+    """With room for one waiting request, a burst on HTTP is partly turned away, each with Retry-After, and
+    so is a burst on the MCP tool (answered outside Gradio's queue, so bounded by the app's own capacity);
+    none fails otherwise."""
     with running_app({"CXR_QUEUE_SIZE": "1"}) as url, ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: http_predict(url, EXAMPLES[0], cam="true"), range(8)))
+        outcomes = list(pool.map(lambda _: mcp_outcome(url), range(8)))
     statuses = sorted(r.status_code for r in responses)
     assert 200 in statuses and 503 in statuses and set(statuses) == {200, 503}, statuses
     assert all(r.headers.get("retry-after") for r in responses if r.status_code == 503)
+    refused = [outcome for outcome in outcomes if outcome != "ok"]
+    assert "ok" in outcomes and refused and all("server is full" in o for o in refused), outcomes
 
 
 def test_the_openapi_schema_documents_the_routes(app_url):
