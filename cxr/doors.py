@@ -2,8 +2,8 @@
 
 Used by the benchmark, the soak and the tests, so every measurement and check calls the doors the
 same way: :class:`HttpDoor` (one keep-alive connection to ``/v1/predict``), :class:`GradioDoor`
-(``gradio_client``) and :class:`McpDoor` (the official ``mcp`` client over streamable HTTP, one
-session kept open).
+(``gradio_client``), :class:`McpDoor` (the official ``mcp`` client over streamable HTTP, one
+session kept open) and :class:`UiDoor` (what the page sends: the upload and its own queued event).
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import ast
 import base64
 import contextlib
+import json
 import mimetypes
+import uuid
 from pathlib import Path
 
 import httpx
@@ -60,6 +62,51 @@ class GradioDoor:
 
     def close(self) -> None:
         self.client.close()
+
+
+class UiDoor:
+    """What the page itself sends, one new visitor per call: the upload, the Analyze button's event in
+    Gradio's queue (its own, private event, not the API's /predict) and the page's render step after it,
+    read from the queue's event stream as the browser reads it."""
+
+    name = "ui"
+
+    def __init__(self, url: str):
+        self.http = httpx.Client(base_url=url, timeout=120)
+        config = self.http.get("config").json()
+        ids = {c["props"].get("elem_id"): c["id"] for c in config["components"] if c["props"].get("elem_id")}
+        events = {tuple(d["targets"][0]): d for d in config["dependencies"]}
+        self.analyze = events[(ids["analyze"], "click")]
+        self.render = events[(ids["answer"], "change")]
+        self.model = next(c["props"]["value"] for c in config["components"] if c["id"] == ids["model"])
+
+    def _run(self, event: dict, data: list, session: str) -> list:
+        body = {"data": data, "fn_index": event["id"], "trigger_id": event["targets"][0][0], "session_hash": session}
+        joined = self.http.post("gradio_api/queue/join", json=body)
+        if joined.status_code != 200:
+            raise DoorError(f"{joined.status_code}: {joined.text[:200]}")
+        with self.http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "process_completed":
+                    if not message.get("success"):
+                        raise DoorError(str(message.get("output", {}).get("error") or message)[:300])
+                    return message["output"]["data"]
+        raise DoorError("the event stream ended without an answer")
+
+    def screen(self, path: Path) -> dict:
+        session = uuid.uuid4().hex
+        with open(path, "rb") as handle:
+            uploaded = self.http.post("gradio_api/upload", files={"files": (Path(path).name, handle)})
+        if uploaded.status_code != 200:
+            raise DoorError(f"{uploaded.status_code}: {uploaded.text[:200]}")
+        file = {"path": uploaded.json()[0], "orig_name": Path(path).name, "meta": {"_type": "gradio.FileData"}}
+        record = self._run(self.analyze, [file, self.model], session)[2]
+        self._run(self.render, [record], session)  # the page puts the answer into words
+        return record
+
+    def close(self) -> None:
+        self.http.close()
 
 
 def data_uri(path: Path) -> str:
@@ -113,4 +160,10 @@ class McpDoor:
         self._stack.close()
 
 
-DOORS = {"http": HttpDoor, "http_cam": lambda url: HttpDoor(url, cam=True), "gradio_client": GradioDoor, "mcp": McpDoor}
+DOORS = {
+    "http": HttpDoor,
+    "http_cam": lambda url: HttpDoor(url, cam=True),
+    "gradio_client": GradioDoor,
+    "mcp": McpDoor,
+    "ui": UiDoor,
+}

@@ -93,6 +93,9 @@ def soak_inputs(folder: Path, images: list[Path]) -> list[tuple[str, Path]]:
     return [("valid", image) for image in images] + [("hostile", text), ("oversized", oversized)]
 
 
+MIXED_DOORS = ("http", "gradio_client", "mcp", "ui")  # the mixed soak's valid X-rays go round these
+
+
 def run_soak(
     url: str,
     pid: int,
@@ -113,12 +116,12 @@ def run_soak(
     from cxr.doors import DOORS, DoorError
 
     start_stats, own_files = process_stats(pid), files_in(cache)  # the app's own: its example X-rays
-    doors = {name: DOORS[name](url) for name in ("http", "gradio_client", "mcp")}
+    doors = {name: DOORS[name](url) for name in ("http", "mcp")}
     reference = {path: doors["http"].screen(path) for kind, path in inputs if kind == "valid"}
 
     def one(index: int) -> str:
         kind, path = inputs[index % len(inputs)]
-        door = list(DOORS)[index % 3] if kind == "valid" else "http"
+        door = MIXED_DOORS[index % len(MIXED_DOORS)] if kind == "valid" else "http"
         caller = DOORS[door](url) if door != "mcp" else None
         try:
             answer = (caller or doors["mcp"]).screen(path)
@@ -156,11 +159,19 @@ def run_soak(
         "warm_up_calls": len(warm_up),
         "concurrency": concurrency,
         **tally(warm_up, outcomes),
+        "valid_calls_per_door": door_counts(inputs, len(outcomes)),
         "rss_mb": {"start": start_stats["rss_mb"], "warm": warm_stats["rss_mb"], "end": end_stats["rss_mb"]},
         "rss_growth_after_warmup_mb": end_stats["rss_mb"] - warm_stats["rss_mb"],
         "fds": {"start": start_stats["fds"], "warm": warm_stats["fds"], "end": process_stats(pid)["fds"]},
         "cache_files_after_ttl": sorted(files_in(cache) - own_files),
     }
+
+
+def door_counts(inputs: list[tuple[str, Path]], calls: int) -> dict[str, int]:
+    """How many of the mixed soak's ``calls`` sent a valid X-ray through each door (the rest go to HTTP)."""
+    kinds = [inputs[index % len(inputs)][0] for index in range(calls)]
+    doors = [MIXED_DOORS[index % len(MIXED_DOORS)] for index, kind in enumerate(kinds) if kind == "valid"]
+    return {door: doors.count(door) for door in MIXED_DOORS}
 
 
 def judge(answer: dict, expected: dict) -> str:
@@ -206,8 +217,8 @@ def run_door_soak(
     sampled every ``sample_every`` calls; growth is the slope through the samples (MB per 1,000 calls).
 
     Valid X-rays alternate with hostile inputs as ``inputs`` lists them; the HTTP door alternates
-    answers with and without the overlay; every gradio_client call is a new client (a new visitor, a
-    new Gradio session). Each valid answer must equal the image's solo answer.
+    answers with and without the overlay; every gradio_client and UI call is a new visitor (a new Gradio
+    session). Each valid answer must equal the image's solo answer.
     """
     from cxr.doors import DOORS, DoorError
 
@@ -217,14 +228,14 @@ def run_door_soak(
     reference = {path: reference_door.screen(path) for kind, path in inputs if kind == "valid"}
     reference_door.close()
     names = ["http", "http_cam"] if door == "http" else [door]
-    kept = door != "gradio_client"
+    kept = door not in ("gradio_client", "ui")
     callers = [DOORS[names[i % len(names)]](url) for i in range(concurrency * len(names))] if kept else []
     free = list(range(len(callers)))
     lock = threading.Lock()
 
     def one(index: int) -> str:
         kind, path = inputs[index % len(inputs)]
-        if not kept:  # gradio_client: a new visitor each call (Gradio keeps state per session)
+        if not kept:  # gradio_client and the page: a new visitor each call (Gradio keeps state per session)
             caller, slot = DOORS[door](url), None
         else:  # HTTP keeps its connections; an MCP client keeps its session
             with lock:  # each caller (one connection or session) serves one request at a time

@@ -52,6 +52,7 @@ def test_a_short_soak_over_every_door_leaves_nothing_behind():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert result.returncode == 0 and report["errors"] == 0 and report["mismatches"] == 0, report
     assert report["calls"] == 120 and report["refused"] > 0  # hostile and oversized inputs were sent, and refused
+    assert all(n > 0 for n in report["valid_calls_per_door"].values()), report["valid_calls_per_door"]
     assert report["fds"]["end"] <= report["fds"]["warm"] + 2, report["fds"]
     assert report["cache_files_after_ttl"] == [], report["cache_files_after_ttl"]
 
@@ -66,7 +67,7 @@ def app_process():
     process.wait(timeout=30)
 
 
-@pytest.mark.parametrize("door", ["http", "mcp", "gradio_client"])
+@pytest.mark.parametrize("door", ["http", "mcp", "gradio_client", "ui"])
 def test_one_door_soak_samples_memory_and_judges_every_answer(app_process, door, tmp_path):
     """The per-door soak behind docs/operations.md's memory figures: a short run of each door."""
     from cxr.loadtest import run_door_soak, soak_inputs

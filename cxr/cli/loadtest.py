@@ -2,18 +2,18 @@
 
     python -m cxr.cli.loadtest [--clients 8] [--calls 25] [--url URL] [--json]
     python -m cxr.cli.loadtest --soak 1000 --concurrency 4 [--seconds 1800] [--ttl 20] [--json]
-    python -m cxr.cli.loadtest --soak 5000 --door http mcp gradio_client [--app-env KEY=VALUE] [--json]
+    python -m cxr.cli.loadtest --soak 5000 --door http mcp gradio_client ui [--app-env KEY=VALUE] [--json]
 
 Without --url it starts `python app.py` itself. Each image is first answered alone; under load,
 every answer must equal its own image's answer (probability and overlay bytes), which catches
 Grad-CAM hooks or state leaking between concurrent requests. Bounded: clients x calls requests.
 
---soak N --door http mcp gradio_client: each door alone, on an app of its own, after --warm-up calls;
+--soak N --door http mcp gradio_client ui: each door alone, on an app of its own, after --warm-up calls;
 the app's resident memory sampled every --sample-every calls and its growth per 1,000 calls fitted
 (docs/operations.md). --app-env KEY=VALUE sets the app's environment (e.g. MALLOC_ARENA_MAX=2).
 
 --soak N starts its own app (loopback only, uploads swept after --ttl seconds) and sends N requests
-(at most --seconds) from --concurrency callers over the HTTP, gradio_client and MCP doors, with valid,
+(at most --seconds) from --concurrency callers over the HTTP, gradio_client, MCP and page (ui) doors, with valid,
 hostile and oversized inputs; it reports errors, mismatches with each image's solo answer, the app's
 resident memory and open descriptors (start, after warm-up, end) and the files left in its cache
 after the TTL.
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--door",
         nargs="+",
-        choices=["http", "mcp", "gradio_client"],
+        choices=["http", "mcp", "gradio_client", "ui"],
         default=None,
         help="instead of the mixed soak: each door alone on a fresh app, memory sampled (growth per 1,000 calls)",
     )
