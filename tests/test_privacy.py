@@ -10,6 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from cxr.doors import McpDoor, data_uri, tool_answer
 from tests.conftest import EXAMPLES, start_app
 
 pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a command)
@@ -19,13 +20,19 @@ def files_containing(folder, data: bytes) -> list:
     return [p for p in folder.rglob("*") if p.is_file() and p.read_bytes() == data]
 
 
-def test_uploads_and_overlays_are_deleted_after_the_interval(tmp_path):
-    upload = tmp_path / "mine" / "private_xray.png"
-    upload.parent.mkdir()
+def private_xray(path: Path) -> bytes:
+    """An example X-ray with a corner of random pixels: bytes no other file has. Returns them."""
+    path.parent.mkdir(exist_ok=True)
     pixels = np.asarray(Image.open(EXAMPLES[0]).convert("L")).copy()
-    pixels[:8, :8] = np.random.default_rng().integers(0, 255, (8, 8))  # bytes no other file has
-    Image.fromarray(pixels).save(upload)
-    data = upload.read_bytes()
+    pixels[:8, :8] = np.random.default_rng().integers(0, 255, (8, 8))
+    Image.fromarray(pixels).save(path)
+    return path.read_bytes()
+
+
+def test_uploads_and_overlays_are_deleted_after_the_interval(tmp_path):
+    """Through gradio_client (Gradio tracks the files) and MCP (answered outside the queue: the sweeper)."""
+    upload, agents_upload = tmp_path / "mine" / "private_xray.png", tmp_path / "mine" / "agents_xray.png"
+    data, agents_data = private_xray(upload), private_xray(agents_upload)
     cache = tmp_path / "gradio-cache"
     process, url, _ = start_app(env={"GRADIO_TEMP_DIR": str(cache), "CXR_UPLOAD_TTL": "8"})
     try:
@@ -33,13 +40,23 @@ def test_uploads_and_overlays_are_deleted_after_the_interval(tmp_path):
             handle_file(str(upload)), api_name="/predict"
         )
         assert label["label"] in ("NORMAL", "PNEUMONIA")
-        overlay_bytes = Path(overlay).read_bytes()
-        assert files_containing(cache, data), "the upload never reached this cache: the test would prove nothing"
+        door = McpDoor(url)
+        try:
+            result = door.call({"upload": data_uri(agents_upload)})
+        finally:
+            door.close()
+        assert tool_answer(result)["decision"] in ("NORMAL", "PNEUMONIA")
+        agents_overlay = next(i.text for i in result.content if i.type == "text" and i.text.startswith("Image URL:"))
+        kept = [data, agents_data, Path(overlay).read_bytes(), Path(agents_overlay.split("file=")[1]).read_bytes()]
+        for each in (data, agents_data):
+            assert files_containing(cache, each), "an upload never reached this cache: the test would prove nothing"
         deadline = time.time() + 40
-        while time.time() < deadline and (files_containing(cache, data) or files_containing(cache, overlay_bytes)):
+        while time.time() < deadline and any(files_containing(cache, each) for each in kept):
             time.sleep(1)
         assert not files_containing(cache, data), "the upload is still on the server's disk"
-        assert not files_containing(cache, overlay_bytes), "the overlay is still on the server's disk"
+        assert not files_containing(cache, agents_data), "the MCP upload is still on the server's disk"
+        assert not files_containing(cache, kept[2]), "the overlay is still on the server's disk"
+        assert not files_containing(cache, kept[3]), "the MCP answer's overlay is still on the server's disk"
     finally:
         process.terminate()
         process.wait(timeout=30)
