@@ -249,7 +249,7 @@ demo.state_session_capacity = SESSION_CAPACITY
 # Gradio sweeps only the files it tracks; the MCP door's uploads land in the same folder untracked.
 start_sweeper(Path(get_upload_folder()), max_age=UPLOAD_TTL, every=max(1, UPLOAD_TTL // 2))
 # One server, one port: the UI and gradio_client at /, plain HTTP/JSON at /v1 (docs at /docs), and the
-# screening tool over MCP at /gradio_api/mcp/. All share the models, their lock and the queue's bound.
+# screening tool over MCP at /gradio_api/mcp/. All share the models, their lock and CAPACITY.
 server = FastAPI(title="Pneumonia screening on chest X-rays", description=NOTICE, version="1")
 server.include_router(router(SCREENING, CAPACITY))
 server = gr.mount_gradio_app(

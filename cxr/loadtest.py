@@ -121,7 +121,7 @@ def run_soak(
 
     def one(index: int) -> str:
         kind, path = inputs[index % len(inputs)]
-        door = MIXED_DOORS[index % len(MIXED_DOORS)] if kind == "valid" else "http"
+        door = mixed_door(index, kind)
         caller = DOORS[door](url) if door != "mcp" else None
         try:
             answer = (caller or doors["mcp"]).screen(path)
@@ -167,10 +167,14 @@ def run_soak(
     }
 
 
+def mixed_door(index: int, kind: str) -> str:
+    """The door of the mixed soak's call ``index``: valid X-rays go round MIXED_DOORS, the rest to HTTP."""
+    return MIXED_DOORS[index % len(MIXED_DOORS)] if kind == "valid" else "http"
+
+
 def door_counts(inputs: list[tuple[str, Path]], calls: int) -> dict[str, int]:
-    """How many of the mixed soak's ``calls`` sent a valid X-ray through each door (the rest go to HTTP)."""
-    kinds = [inputs[index % len(inputs)][0] for index in range(calls)]
-    doors = [MIXED_DOORS[index % len(MIXED_DOORS)] for index, kind in enumerate(kinds) if kind == "valid"]
+    """How many of the mixed soak's ``calls`` sent a valid X-ray through each door."""
+    doors = [mixed_door(index, "valid") for index in range(calls) if inputs[index % len(inputs)][0] == "valid"]
     return {door: doors.count(door) for door in MIXED_DOORS}
 
 

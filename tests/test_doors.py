@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from cxr.doors import McpDoor, data_uri, tool_answer
+from cxr.doors import DoorError, McpDoor, data_uri, tool_answer
 from cxr.hub import DEFAULT_MODEL
 from tests.conftest import EXAMPLES, running_app, true_class
 
@@ -119,8 +119,10 @@ def mcp_outcome(url: str) -> str:
     """ "ok" or the MCP tool's error text, for one call with its own session."""
     door = McpDoor(url)
     try:
-        result = door.call({"upload": data_uri(EXAMPLES[0])})
-        return "".join(item.text for item in result.content if item.type == "text") if result.isError else "ok"
+        door.screen(EXAMPLES[0])
+        return "ok"
+    except DoorError as error:
+        return str(error)
     finally:
         door.close()
 
