@@ -43,6 +43,7 @@ from cxr.fov import FOV_DIR, MODES, FieldOfView, attach, framed
 from cxr.lungs import dilate, masks_for, off_lung_share
 from cxr.metrics import binary_metrics, probabilities
 from cxr.model import ModelConfig, build_model, freeze_before, module_before, preprocessing_for, save_model
+from cxr.ood import AUGMENTED_DRAWS
 from cxr.pretrained import LITE_MEAN, LITE_STD, PRETRAINED
 
 # ---------------------------------------------------------------- config
@@ -113,8 +114,8 @@ parser.add_argument("--target-sensitivity", type=float, default=0.97)
 parser.add_argument(
     "--ood-draws",
     type=int,
-    default=None,
-    help="augmented draws of each training image for the out-of-population check (default: cxr.ood's); "
+    default=AUGMENTED_DRAWS,
+    help="augmented draws of each training image for the out-of-population check; "
     "0 fits it once on the images as they are (quicker, for candidate runs; cxr-ood refits a chosen model)",
 )
 parser.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke runs)")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cxr.model import CONFIG_NAME, ENSEMBLE_NAME, ModelConfig
+from cxr.ood import AUGMENTED_DRAWS
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +93,18 @@ def calibrate_and_check(
     cache_dir: str | Path = ".cache",
     groups: np.ndarray | None = None,
     ood_layer: str | None = None,
-    ood_draws: int | None = None,
+    ood_draws: int = AUGMENTED_DRAWS,
 ) -> None:
     """Calibrate the weights as stored in ``folder`` (fp16) by ``rule``, then fit the OOD check there
     (on ``ood_layer``'s pooled output; None: the classifier's input) on ``ood_draws`` augmented draws of
-    each training image (None: ``cxr.ood``'s default)."""
+    each training image."""
     from cxr.model import load_model
-    from cxr.ood import AUGMENTED_DRAWS, fit_and_save
+    from cxr.ood import fit_and_save
 
     shipped, _ = load_model(folder)  # fp16 as stored: what users will run
     calibrate_model(shipped, config, val_images, labels, target_sensitivity, rule, cache_dir, groups)
-    draws = AUGMENTED_DRAWS if ood_draws is None else ood_draws
-    fit_and_save(folder, shipped, config, train_images, val_images, ood_layer, draws)  # "not like the training X-rays"
+    # "not like the training X-rays"
+    fit_and_save(folder, shipped, config, train_images, val_images, ood_layer, ood_draws)
 
 
 def calibrate_model(

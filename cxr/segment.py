@@ -1,8 +1,7 @@
 """Train and score the lung segmenter behind the field-of-view crop (:mod:`cxr.fov`).
 
-Masks: ``lung_masks/`` (V7 Labs, CC BY 4.0) for 1,083 Kermany images, at the images' 224 x 224
-geometry: 255 lung, 127 a device over the lung (counted as lung: it lies in the lung field),
-0 background. Masks are held out by patient: those of the classifier's patient-grouped validation
+Masks: the human-drawn lung masks that :mod:`cxr.lungs` reads (its docstring describes them). They are
+held out by patient: those of the classifier's patient-grouped validation
 split (and of the official val folder) are never trained on, so the Dice reported is on children
 the segmenter never saw, and the classifier's validation images are cropped by a segmenter that
 never saw their masks.
