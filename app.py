@@ -24,6 +24,7 @@ from cxr.io import formats_text
 from cxr.memory import start_trimmer, tune_malloc
 from cxr.ood import REASON as OOD_REASON
 from cxr.service import Screening, UnknownModelError
+from cxr.sessions import session_pruner
 from cxr.sweep import start_sweeper
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -36,6 +37,10 @@ torch.set_num_threads(int(os.environ.get("CXR_TORCH_THREADS") or len(os.sched_ge
 # glibc's allocator, set before the server's threads start (why and the figures: docs/operations.md, Memory).
 tune_malloc(int(os.environ.get("CXR_MALLOC_ARENAS", "0")), int(os.environ.get("CXR_MALLOC_MMAP_THRESHOLD", "0")))
 start_trimmer(float(os.environ.get("CXR_MALLOC_TRIM_EVERY", "5")))  # 0: off
+# Gradio's queue records each finished event for its monitoring page (off here) and by default rebuilds a
+# pandas summary of its last 10,000 after every event: memory and work that grew with the calls served.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "256")
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "64")
 
 EXAMPLES = [str(p) for p in bundled_examples(Path(__file__).parent / "examples")]  # beside app.py, as in a Space
 SCREENING = Screening(model_choices())  # the startup model first, then every folder in weights/
@@ -250,7 +255,13 @@ demo.state_session_capacity = SESSION_CAPACITY
 start_sweeper(Path(get_upload_folder()), max_age=UPLOAD_TTL, every=max(1, UPLOAD_TTL // 2))
 # One server, one port: the UI and gradio_client at /, plain HTTP/JSON at /v1 (docs at /docs), and the
 # screening tool over MCP at /gradio_api/mcp/. All share the models, their lock and CAPACITY.
-server = FastAPI(title="Pneumonia screening on chest X-rays", description=NOTICE, version="1")
+# Gradio's queue keeps an emptied entry per session ever seen (cxr.sessions): pruned every minute.
+server = FastAPI(
+    title="Pneumonia screening on chest X-rays",
+    description=NOTICE,
+    version="1",
+    lifespan=lambda _: session_pruner(lambda: demo._queue.pending_event_ids_session, every=60),
+)
 server.include_router(router(SCREENING, CAPACITY))
 server = gr.mount_gradio_app(
     server, demo, path="/", max_file_size="50mb", run_history=False, css=CSS + WRAP_JSON, mcp_server=True

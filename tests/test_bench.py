@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a comman
 
 def test_bench_json_has_every_figure():
     result = subprocess.run(
-        [sys.executable, "-m", "cxr.cli.bench", "--json", "--runs", "3", "--batch-size", "4"],
+        [sys.executable, "-m", "cxr.cli.bench", "--json", "--runs", "3", "--batch-size", "4", "--launches", "2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -33,6 +33,9 @@ def test_bench_json_has_every_figure():
     assert figures["forward_ms_p95"] >= figures["forward_ms_p50"]
     assert figures["cold_start_s"] > figures["client_ms_p50"] / 1000  # a launch outlasts one call
     assert figures["cold_server_up_s"] + figures["cold_first_call_s"] <= figures["cold_start_s"] + 0.02
+    assert len(figures["cold_start_each_s"]) == figures["cold_launches"] == 2
+    assert figures["cold_start_max_s"] >= figures["cold_start_s"] >= min(figures["cold_start_each_s"])
+    assert figures["cold_client_first_call_s"] > 0
     assert figures["cold_imports_s"] > 0
     _round_trip_breakdown(figures)
     for door in ("http", "http_cam", "gradio_client", "mcp"):  # every door, alone and with 4 callers

@@ -6,7 +6,8 @@
 For each model (default: every bundled weights folder): p50/p95 of a plain forward, of predict +
 Grad-CAM, and of the whole answer (decode, predict, overlay); folder throughput of
 ``python -m cxr.cli.predict`` (images/s, decode included). Then, for the default model, the app:
-cold start (``python app.py`` launched → first /predict answer, with its parts) and the
+cold start (``python app.py`` launched → first ``/v1/predict`` answer, median and worst of
+``--launches`` launches, with its parts and a new gradio_client's first answer) and the
 ``gradio_client`` round trip, broken down: the HTTP requests and new ``httpx`` clients of one call,
 each step's time, the overlay's bytes, and the same four requests made directly over one
 keep-alive connection (``app_http_ms``: the app's own share). With --json the last stdout line
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32, help="for the folder throughput")
     parser.add_argument("--no-app", action="store_true", help="skip cold start and client round trip")
+    parser.add_argument("--launches", type=int, default=5, help="cold starts to measure (median and worst)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--train",
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     folders = [Path(w) for w in args.weights] if args.weights else [WEIGHTS_DIR / name for name in bundled_models()]
     image = Path(args.image) if args.image else bundled_examples()[0]
-    print_report(speed_report(folders, image, args.runs, args.batch_size, not args.no_app), args.json)
+    report = speed_report(folders, image, args.runs, args.batch_size, not args.no_app, args.launches)
+    print_report(report, args.json)
     return 0
 
 
