@@ -25,7 +25,7 @@ from cxr.memory import start_trimmer, tune_malloc
 from cxr.ood import REASON as OOD_REASON
 from cxr.service import Screening, UnknownModelError
 from cxr.sessions import session_pruner
-from cxr.sweep import start_sweeper
+from cxr.sweep import copies_of, start_sweeper
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
@@ -251,8 +251,9 @@ demo.queue(default_concurrency_limit=WORKERS, max_size=QUEUE_SIZE)
 # computed from its inputs), so a few hundred recent sessions are plenty. mount_gradio_app takes no
 # such argument; launch() would set this same attribute.
 demo.state_session_capacity = SESSION_CAPACITY
-# Gradio sweeps only the files it tracks; the MCP door's uploads land in the same folder untracked.
-start_sweeper(Path(get_upload_folder()), max_age=UPLOAD_TTL, every=max(1, UPLOAD_TTL // 2))
+# Gradio sweeps only the files it tracks; the MCP door's uploads land in the same folder untracked, and
+# a run that stopped early leaves its uploads behind. Only Gradio's copies of the examples stay.
+start_sweeper(Path(get_upload_folder()), UPLOAD_TTL, every=max(1, UPLOAD_TTL // 2), keep=copies_of(map(Path, EXAMPLES)))
 # One server, one port: the UI and gradio_client at /, plain HTTP/JSON at /v1 (docs at /docs), and the
 # screening tool over MCP at /gradio_api/mcp/. All share the models, their lock and CAPACITY.
 # Gradio's queue keeps an emptied entry per session ever seen (cxr.sessions): pruned every minute.

@@ -130,9 +130,11 @@ def test_a_picture_that_is_not_a_chest_xray_is_not_assessed(client, not_xrays, k
 
 
 @pytest.mark.slow
-def test_gradio_keeps_only_recent_sessions():
+def test_gradio_keeps_only_recent_sessions_and_few_event_records():
     """Each gradio_client or page visit is a Gradio session holding a copy of the page's configs; the
-    app bounds how many it keeps (CXR_SESSION_CAPACITY), so memory stays flat as visitors come and go."""
+    app bounds how many it keeps (CXR_SESSION_CAPACITY), so memory stays flat as visitors come and go.
+    Gradio's queue also records finished events for its monitoring page: the app keeps 256, summarised
+    every 64 events (Gradio's defaults: 10,000, after every event)."""
     import os
     import subprocess
     import sys
@@ -143,7 +145,8 @@ def test_gradio_keeps_only_recent_sessions():
         "import app; from gradio.routes import App; "
         "(gradio_app,) = [r.app for r in app.server.routes if isinstance(getattr(r, 'app', None), App)]; "
         "holder = gradio_app.state_holder; [holder[f'visitor{i}'] for i in range(20)]; "
-        "print('SESSIONS', holder.capacity, len(holder.session_data), 'visitor19' in holder, 'visitor0' in holder)"
+        "print('SESSIONS', holder.capacity, len(holder.session_data), 'visitor19' in holder, 'visitor0' in holder); "
+        "print('EVENTS', app.demo._queue.ANALYTICS_MAX_EVENTS, app.demo._queue.ANAYLTICS_CACHE_FREQUENCY)"
     )
     env = {**os.environ, "CXR_SESSION_CAPACITY": "7", "GRADIO_ANALYTICS_ENABLED": "False"}
     command = [sys.executable, "-c", code]
@@ -151,3 +154,4 @@ def test_gradio_keeps_only_recent_sessions():
     assert result.returncode == 0, result.stderr[-2000:]
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("SESSIONS")]
     assert line.split()[1:] == ["7", "7", "True", "False"], result.stdout
+    assert "EVENTS 256 64" in result.stdout, result.stdout

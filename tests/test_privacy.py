@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def test_uploads_and_overlays_are_deleted_after_the_interval(tmp_path):
     upload, agents_upload = tmp_path / "mine" / "private_xray.png", tmp_path / "mine" / "agents_xray.png"
     data, agents_data = private_xray(upload), private_xray(agents_upload)
     cache = tmp_path / "gradio-cache"
+    leftover = cache / "an-earlier-run" / "their_xray.png"  # a run stopped before its sweep left this
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"someone's upload")
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
     process, url, _ = start_app(env={"GRADIO_TEMP_DIR": str(cache), "CXR_UPLOAD_TTL": "8"})
     try:
         label, overlay, _ = Client(url, verbose=False, download_files=str(tmp_path / "client")).predict(
@@ -57,21 +62,29 @@ def test_uploads_and_overlays_are_deleted_after_the_interval(tmp_path):
         assert not files_containing(cache, agents_data), "the MCP upload is still on the server's disk"
         assert not files_containing(cache, kept[2]), "the overlay is still on the server's disk"
         assert not files_containing(cache, kept[3]), "the MCP answer's overlay is still on the server's disk"
+        assert not leftover.exists(), "an earlier run's upload is still on the server's disk"
+        for example in EXAMPLES:  # Gradio serves the examples from this cache: its copies stay
+            assert files_containing(cache, example.read_bytes()), f"the cached copy of {example.name} was swept"
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def test_the_sweeper_deletes_old_uploads_whoever_wrote_them_and_keeps_the_apps_own(tmp_path):
+def test_the_sweeper_deletes_old_uploads_whoever_wrote_them_and_keeps_copies_of_the_apps_examples(tmp_path):
     import os
 
-    from cxr.sweep import sweep
+    from cxr.sweep import copies_of, sweep
 
-    own, old, new = tmp_path / "a" / "example.jpeg", tmp_path / "b" / "file.jpg", tmp_path / "c" / "upload.png"
-    for path in (own, old, new):
-        path.parent.mkdir()
-        path.write_bytes(b"x")
-    for path in (own, old):
+    example = tmp_path / "examples" / "example.jpeg"
+    copy, renamed, same_name, new = (
+        tmp_path / "cache" / d / n
+        for d, n in [("a", "example.jpeg"), ("b", "upload.jpeg"), ("c", "example.jpeg"), ("d", "upload.png")]
+    )
+    for path, data in ((example, b"x"), (copy, b"x"), (renamed, b"x"), (same_name, b"a user's X-ray"), (new, b"y")):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data)
+    for path in (copy, renamed, same_name):
         os.utime(path, (time.time() - 100, time.time() - 100))
-    assert sweep(tmp_path, max_age=50, keep=frozenset({own})) == 1
-    assert own.exists() and new.exists() and not old.exists() and not old.parent.exists()
+    assert sweep(tmp_path / "cache", max_age=50, keep=copies_of([example])) == 2
+    assert copy.exists() and new.exists()  # the example's cached copy, and an upload younger than the TTL
+    assert not renamed.exists() and not same_name.exists() and not same_name.parent.exists()
