@@ -180,7 +180,9 @@ try:  # load the default before serving: broken weights stop the start with one 
 except ModelLoadError as error:
     raise SystemExit(f"Cannot start: {error}") from None
 # Warm-up while the UI is built and the server starts; /v1/health answers 200 once it is done.
-threading.Thread(target=SCREENING.warm_up, daemon=True).start()
+# Not a daemon: a process that exits right after the import waits for it, because torch aborts
+# ("terminate called without an active exception") if its threads are torn down mid-forward.
+threading.Thread(target=SCREENING.warm_up, name="warm-up").start()
 
 # Uploads and overlays live in Gradio's cache only briefly: swept once they are UPLOAD_TTL seconds old.
 # No analytics, no run history: the app keeps nothing about its users.
