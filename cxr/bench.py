@@ -53,8 +53,8 @@ def model_speed(weights: Path, image_path: Path, runs: int, batch_size: int) -> 
     results = {"parameters": sum(p.numel() for m in predictor.members for p in m.model.parameters())}
     results |= _flat("forward", timed_ms(forward, runs))
     results |= _flat("predict_cam", timed_ms(lambda: predictor.predict(image), runs))
-    # The same answer without its map (resize, lung crop, out-of-population check, calibration):
-    # predict_cam over this is what the map itself costs.
+    # The same answer without its map (resize, lung crop, out-of-population check, calibration), by
+    # the batch path: predict_cam against this is what the map itself costs.
     results |= _flat("predict_no_map", timed_ms(lambda: predictor.screen([image]), runs))
     results |= _flat("explain", timed_ms(lambda: predictor.explain(read_xray(image_path)), runs))
     examples = bundled_examples()

@@ -3,8 +3,8 @@
     python -m cxr.cli.bench [--weights DIR ...] [--runs 30] [--batch-size 32] [--json]
     python -m cxr.cli.bench --train resnet18 efficientnet_lite0:blocks.2     # training img/s instead
 
-For each model (default: every bundled weights folder): p50/p95 of a plain forward, of predict +
-Grad-CAM, and of the whole answer (decode, predict, overlay); folder throughput of
+For each model (default: every bundled weights folder): p50/p95 of a plain forward, of predict with
+its map, of the same answer without a map, and of the whole answer (decode, predict, overlay); folder throughput of
 ``python -m cxr.cli.predict`` (images/s, decode included). Then, for the default model, the app:
 cold start (``python app.py`` launched → first ``/v1/predict`` answer, median and worst of
 ``--launches`` launches, with its parts and a new gradio_client's first answer) and the
