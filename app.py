@@ -1,4 +1,9 @@
-"""Gradio Space: probability of pneumonia and a Grad-CAM overlay for a chest X-ray (UI only)."""
+"""Gradio Space: probability of pneumonia and a Grad-CAM overlay for a chest X-ray, with its doors:
+the page and gradio_client at /, plain HTTP/JSON at /v1, MCP at /gradio_api/mcp/.
+
+Run as ``python app.py`` (as a Space does), it answers /v1 as soon as the model is warm and mounts the
+page once Gradio, a 3 s import of its own, is loaded (cxr.startup); imported, it builds everything at once.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,8 @@ import os
 import threading
 from pathlib import Path
 
-import gradio as gr
 import torch
-import uvicorn
 from fastapi import FastAPI
-from gradio.components.label import LabelConfidence, LabelData
-from gradio.utils import get_upload_folder
 from PIL import Image
 
 from cxr import ImageReadError, ModelLoadError, model_choices
@@ -25,6 +26,7 @@ from cxr.memory import start_trimmer, tune_malloc
 from cxr.ood import REASON as OOD_REASON
 from cxr.service import Screening, UnknownModelError
 from cxr.sessions import session_pruner
+from cxr.startup import ApiFirst
 from cxr.sweep import copies_of, start_sweeper
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -56,6 +58,44 @@ NOTICE = (
     "**Research demo, not a diagnostic device.** Trained on pediatric chest X-rays (ages 1-5) from one "
     "hospital; it has not been validated for clinical use. Uploads are analysed in memory and not kept."
 )
+
+
+try:  # load the default before serving: broken weights stop the start with one clear line
+    SCREENING.predictor()
+except ModelLoadError as error:
+    raise SystemExit(f"Cannot start: {error}") from None
+# Warm-up while the server starts and the page is built; /v1/health answers 200 once it is done.
+# Not a daemon: a process that exits right after the import waits for it, because torch aborts
+# ("terminate called without an active exception") if its threads are torn down mid-forward.
+threading.Thread(target=SCREENING.warm_up, name="warm-up").start()
+
+# One server, one port: plain HTTP/JSON at /v1 (docs at /docs), then the page and gradio_client at /
+# and the screening tool over MCP at /gradio_api/mcp/. All share the models, their lock and CAPACITY.
+# Gradio's queue keeps an emptied entry per session ever seen (cxr.sessions): pruned every minute.
+PAGE_READY = threading.Event()  # set once the page is mounted; /v1/health reports it
+
+
+def pending_sessions() -> dict[str, set]:
+    """Gradio's queue's per-session bookkeeping; nothing before the page is built."""
+    return demo._queue.pending_event_ids_session if PAGE_READY.is_set() else {}
+
+
+server = FastAPI(
+    title="Pneumonia screening on chest X-rays",
+    description=NOTICE,
+    version="1",
+    lifespan=lambda _: session_pruner(pending_sessions, every=60),
+)
+server.include_router(router(SCREENING, CAPACITY, page_ready=PAGE_READY))
+if __name__ == "__main__":  # answer /v1 now, while Gradio is imported and the page is built (cxr.startup)
+    HOST = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")  # a Space sets 0.0.0.0
+    PORT = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    API = ApiFirst(server, HOST, PORT, PAGE_READY).start()
+    log.info("serving on http://%s:%d/ (HTTP/JSON at /v1 now; the page and MCP once built)", HOST, PORT)
+
+import gradio as gr  # noqa: E402  (after the server starts: see the module's docstring)
+from gradio.components.label import LabelConfidence, LabelData  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
 
 
 def user_error(message: str) -> gr.Error:
@@ -175,15 +215,6 @@ def describe(model: str) -> str:
     )
 
 
-try:  # load the default before serving: broken weights stop the start with one clear line
-    SCREENING.predictor()
-except ModelLoadError as error:
-    raise SystemExit(f"Cannot start: {error}") from None
-# Warm-up while the UI is built and the server starts; /v1/health answers 200 once it is done.
-# Not a daemon: a process that exits right after the import waits for it, because torch aborts
-# ("terminate called without an active exception") if its threads are torn down mid-forward.
-threading.Thread(target=SCREENING.warm_up, name="warm-up").start()
-
 # Uploads and overlays live in Gradio's cache only briefly: swept once they are UPLOAD_TTL seconds old.
 # No analytics, no run history: the app keeps nothing about its users.
 UPLOAD_TTL = int(os.environ.get("CXR_UPLOAD_TTL", "600"))
@@ -256,22 +287,18 @@ demo.state_session_capacity = SESSION_CAPACITY
 # Gradio sweeps only the files it tracks; the MCP door's uploads land in the same folder untracked, and
 # a run that stopped early leaves its uploads behind. Only Gradio's copies of the examples stay.
 start_sweeper(Path(get_upload_folder()), UPLOAD_TTL, every=max(1, UPLOAD_TTL // 2), keep=copies_of(map(Path, EXAMPLES)))
-# One server, one port: the UI and gradio_client at /, plain HTTP/JSON at /v1 (docs at /docs), and the
-# screening tool over MCP at /gradio_api/mcp/. All share the models, their lock and CAPACITY.
-# Gradio's queue keeps an emptied entry per session ever seen (cxr.sessions): pruned every minute.
-server = FastAPI(
-    title="Pneumonia screening on chest X-rays",
-    description=NOTICE,
-    version="1",
-    lifespan=lambda _: session_pruner(lambda: demo._queue.pending_event_ids_session, every=60),
-)
-server.include_router(router(SCREENING, CAPACITY))
-server = gr.mount_gradio_app(
-    server, demo, path="/", max_file_size="50mb", run_history=False, css=CSS + WRAP_JSON, mcp_server=True
-)
+
+
+def mount_page() -> FastAPI:
+    """The page, gradio_client's API and MCP, mounted on ``server`` at / (beside /v1)."""
+    return gr.mount_gradio_app(
+        server, demo, path="/", max_file_size="50mb", run_history=False, css=CSS + WRAP_JSON, mcp_server=True
+    )
+
 
 if __name__ == "__main__":
-    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")  # a Space sets 0.0.0.0
-    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    log.info("serving on http://%s:%d/ (HTTP/JSON at /v1, MCP at /gradio_api/mcp/)", host, port)
-    uvicorn.run(server, host=host, port=port, log_level="warning")
+    API.attach_page(mount_page, demo)
+    API.wait()
+else:  # imported (tests, `gradio app.py`): whoever serves ``server`` runs the page's startup with it
+    mount_page()
+    PAGE_READY.set()

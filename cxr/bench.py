@@ -24,7 +24,7 @@ from cxr.examples import bundled_examples
 from cxr.hub import resolve_weights
 from cxr.inference import Predictor
 from cxr.io import read_xray
-from cxr.launch import ROOT, start_app
+from cxr.launch import ROOT, launch_app, wait_healthy
 
 
 def timed_ms(fn: Callable[[], object], runs: int) -> dict[str, float]:
@@ -67,15 +67,17 @@ def model_speed(weights: Path, image_path: Path, runs: int, batch_size: int) -> 
 
 
 def cold_start(image_path: Path) -> tuple[dict[str, float], subprocess.Popen, str]:
-    """One launch of ``python app.py``: seconds to the page answering (model loaded and warm), to the
-    first HTTP ``/v1/predict`` answer, and a new ``gradio_client``'s first answer after that. Returns
-    the figures and the still-running app (the caller stops it)."""
+    """One launch of ``python app.py``: seconds to /v1 answering (model loaded and warm), to the first
+    HTTP ``/v1/predict`` answer, to the page being up (gradio_client and MCP too), and a new
+    ``gradio_client``'s first answer after that. Returns the figures and the still-running app (the
+    caller stops it)."""
     from gradio_client import Client, handle_file
 
     from cxr.doors import HttpDoor
 
     start = time.perf_counter()
-    process, url, _ = start_app()
+    process, url, log_file = launch_app()
+    wait_healthy(process, url, log_file, page=False)
     up = time.perf_counter() - start
     door = HttpDoor(url)
     try:
@@ -83,10 +85,12 @@ def cold_start(image_path: Path) -> tuple[dict[str, float], subprocess.Popen, st
     finally:
         door.close()
     first_answer = time.perf_counter() - start
+    wait_healthy(process, url, log_file, page=True)
+    page = time.perf_counter() - start
     client_start = time.perf_counter()
     Client(url, verbose=False).predict(handle_file(str(image_path)), api_name="/predict")
     client_first_call = time.perf_counter() - client_start
-    return {"up": up, "http": first_answer, "client": client_first_call}, process, url
+    return {"up": up, "http": first_answer, "page": page, "client": client_first_call}, process, url
 
 
 def cold_starts(image_path: Path, launches: int) -> tuple[dict[str, float], subprocess.Popen, str]:
@@ -105,11 +109,12 @@ def cold_starts(image_path: Path, launches: int) -> tuple[dict[str, float], subp
         "cold_start_s": round(median["http"], 2),  # launch → first answer (HTTP /v1/predict), median
         "cold_start_max_s": round(max(run["http"] for run in runs), 2),
         "cold_start_each_s": [round(run["http"], 2) for run in runs],
-        "cold_server_up_s": round(median["up"], 2),  # launch → the page answers, model warm
+        "cold_server_up_s": round(median["up"], 2),  # launch → /v1 answers, model warm
+        "cold_page_up_s": round(median["page"], 2),  # launch → the page, gradio_client and MCP answer
+        "cold_page_up_max_s": round(max(run["page"] for run in runs), 2),
         "cold_first_call_s": round(median["http"] - median["up"], 2),  # the first HTTP answer
         "cold_client_first_call_s": round(median["client"], 2),  # a new gradio_client and its first answer
-        "cold_imports_s": import_seconds(),  # of that, importing gradio, torch and cxr (a fresh process)
-    }
+    } | import_seconds()  # of that, importing torch, cxr and the server, then gradio (a fresh process)
     return results, process, url
 
 
@@ -139,16 +144,24 @@ def app_speed(image_path: Path, runs: int, launches: int = 5) -> dict[str, float
 IMPORTS_TIMED = """
 import time
 start = time.perf_counter()
-import gradio, torch, cxr.inference
-print(time.perf_counter() - start)
+import torch, fastapi, uvicorn, cxr.http_api, cxr.inference
+api = time.perf_counter()
+import gradio
+print(api - start, time.perf_counter() - api)
 """
 
 
-def import_seconds() -> float:
+def import_seconds() -> dict[str, float]:
     """What app.py imports, timed inside a fresh interpreter (its start and exit, which the app's cold
-    start does not pay, left out; the model's own imports included)."""
+    start does not pay, left out): what /v1 needs (torch, timm, the model's code, the web server),
+    then Gradio, which app.py imports after /v1 is served."""
     result = subprocess.run([sys.executable, "-c", IMPORTS_TIMED], cwd=ROOT, check=True, capture_output=True, text=True)
-    return round(float(result.stdout.strip().splitlines()[-1]), 2)
+    api, gradio = (float(part) for part in result.stdout.strip().splitlines()[-1].split())
+    return {
+        "cold_imports_s": round(api + gradio, 2),
+        "cold_imports_api_s": round(api, 2),
+        "cold_imports_gradio_s": round(gradio, 2),
+    }
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import base64
 import io
 import logging
 import tempfile
+import threading
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -120,8 +121,16 @@ def _flag(value: str | None) -> bool:
     raise ApiError(422, f"cam must be true or false, not {value!r}.")
 
 
-def router(screening: Screening, capacity: Capacity | None = None, max_bytes: int = MAX_FILE_BYTES) -> APIRouter:
-    """The /v1 routes over ``screening``, sharing its models (and ``capacity``, if given) with the other doors."""
+def router(
+    screening: Screening,
+    capacity: Capacity | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
+    page_ready: threading.Event | None = None,
+) -> APIRouter:
+    """The /v1 routes over ``screening``, sharing its models (and ``capacity``, if given) with the other doors.
+
+    ``page_ready``: set once the rest of the app (the page, gradio_client, MCP) is up; health reports it.
+    """
     api = APIRouter(prefix="/v1", tags=["screening"])
     capacity = capacity or Capacity(workers=2, max_waiting=64)
 
@@ -167,10 +176,12 @@ def router(screening: Screening, capacity: Capacity | None = None, max_bytes: in
     def models() -> list[dict]:
         return screening.describe_models()
 
-    @api.get("/health", summary="200 once the default model is loaded and warm, 503 before")
+    @api.get("/health", summary="200 once the default model is loaded and warm (/v1 answers), 503 before")
     def health() -> JSONResponse:
+        """``page``: whether the page, gradio_client and MCP answer too (a start serves /v1 first)."""
         if screening.ready.is_set():
-            return JSONResponse({"status": "ok", "model": screening.default})
+            page = page_ready is None or page_ready.is_set()
+            return JSONResponse({"status": "ok", "model": screening.default, "page": page})
         return _error(503, "The model is still loading.", {"Retry-After": "2"})
 
     return api

@@ -21,16 +21,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(
-    env: dict[str, str] | None = None, timeout: float = 180, cwd: Path = ROOT
-) -> tuple[subprocess.Popen, str, Path]:
-    """Run ``python app.py`` (from ``cwd``) on a free port and wait until ``/v1/health`` says the default
-    model is loaded and warm; returns the process, its URL and its log file.
-
-    The caller's Hub and model settings are not inherited: the app gets only what ``env`` says.
-    """
-    import httpx
-
+def launch_app(env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[subprocess.Popen, str, Path]:
+    """Run ``python app.py`` (from ``cwd``) on a free port, without waiting; returns the process, its
+    URL and its log file. The caller's Hub and model settings are not inherited: the app gets only
+    what ``env`` says."""
     port = free_port()
     log_file = Path(tempfile.gettempdir()) / f"cxr-app-{port}.log"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("CXR_MODEL", "HF_"))}
@@ -43,18 +37,36 @@ def start_app(
     }
     with open(log_file, "w") as log:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=cwd, env=full_env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}/"
+    return process, f"http://127.0.0.1:{port}/", log_file
+
+
+def wait_healthy(process: subprocess.Popen, url: str, log_file: Path, page: bool = True, timeout: float = 180) -> None:
+    """Wait until ``/v1/health`` says the default model is loaded and warm (/v1 answers) and, with
+    ``page``, that the page, gradio_client and MCP answer too. RuntimeError if the app exits or is late."""
+    import httpx
+
     deadline = time.time() + timeout
     with httpx.Client(timeout=2) as http:  # one client: a new one costs ~30 ms (its TLS context), a cold start's noise
         while time.time() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"app exited with {process.returncode}:\n{log_file.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
-                if http.get(url + "v1/health").status_code == 200:
-                    return process, url, log_file
+                health = http.get(url + "v1/health")
+                if health.status_code == 200 and (health.json()["page"] or not page):
+                    return
             time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"app did not answer within {timeout}s:\n{log_file.read_text()}")
+
+
+def start_app(
+    env: dict[str, str] | None = None, timeout: float = 180, cwd: Path = ROOT
+) -> tuple[subprocess.Popen, str, Path]:
+    """Run ``python app.py`` (from ``cwd``) on a free port and wait until all of it answers (the
+    default model warm, the page mounted); returns the process, its URL and its log file."""
+    process, url, log_file = launch_app(env, cwd)
+    wait_healthy(process, url, log_file, page=True, timeout=timeout)
+    return process, url, log_file
 
 
 @contextlib.contextmanager

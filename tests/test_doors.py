@@ -34,7 +34,7 @@ def mcp_call(url: str, arguments: dict) -> tuple[list, object]:
 
 
 def test_health_and_models(app_url):
-    assert httpx.get(f"{app_url}v1/health", timeout=30).json() == {"status": "ok", "model": DEFAULT_MODEL}
+    assert httpx.get(f"{app_url}v1/health", timeout=30).json() == {"status": "ok", "model": DEFAULT_MODEL, "page": True}
     models = httpx.get(f"{app_url}v1/models", timeout=30).json()
     assert models[0]["name"] == DEFAULT_MODEL and models[0]["default"] is True
     assert all(set(m) == {"name", "architecture", "threshold", "sha256", "default"} for m in models)

@@ -7,7 +7,8 @@ For each model (default: every bundled weights folder): p50/p95 of a plain forwa
 its map, of the same answer without a map, and of the whole answer (decode, predict, overlay); folder throughput of
 ``python -m cxr.cli.predict`` (images/s, decode included). Then, for the default model, the app:
 cold start (``python app.py`` launched → first ``/v1/predict`` answer, median and worst of
-``--launches`` launches, with its parts and a new gradio_client's first answer) and the
+``--launches`` launches, with its parts, the page coming up after it and a new gradio_client's
+first answer) and the
 ``gradio_client`` round trip, broken down: the HTTP requests and new ``httpx`` clients of one call,
 each step's time, the overlay's bytes, and the same four requests made directly over one
 keep-alive connection (``app_http_ms``: the app's own share). With --json the last stdout line
