@@ -3,16 +3,16 @@
     python -m cxr.cli.bench [--weights DIR ...] [--runs 30] [--batch-size 32] [--json]
     python -m cxr.cli.bench --train resnet18 efficientnet_lite0:blocks.2     # training img/s instead
 
-For each model (default: every bundled weights folder): p50/p95 of a plain forward, of predict with
-its map, of the same answer without a map, and of the whole answer (decode, predict, overlay); folder throughput of
-``python -m cxr.cli.predict`` (images/s, decode included). Then, for the default model, the app:
-cold start (``python app.py`` launched → first ``/v1/predict`` answer, median and worst of
-``--launches`` launches, with its parts, the page coming up after it and a new gradio_client's
-first answer) and the
-``gradio_client`` round trip, broken down: the HTTP requests and new ``httpx`` clients of one call,
-each step's time, the overlay's bytes, and the same four requests made directly over one
-keep-alive connection (``app_http_ms``: the app's own share). With --json the last stdout line
-is one JSON object; its top-level figures are the default model's.
+For each model (default: every bundled weights folder): p50/p95 of a plain forward, of predict
+with its map, of the same answer without a map, and of the whole answer (decode, predict,
+overlay); folder throughput of ``python -m cxr.cli.predict`` (images/s, decode included). Then, for
+the default model, the app: cold start (``python app.py`` launched → first ``/v1/predict`` answer,
+median and worst of ``--launches`` launches, with its parts; then the page, gradio_client and MCP
+coming up, and a new gradio_client's first answer) and the ``gradio_client`` round trip, broken
+down: the HTTP requests and new ``httpx`` clients of one call, each step's time, the overlay's
+bytes, and the same four requests made directly over one keep-alive connection (``app_http_ms``:
+the app's own share). With --json the last stdout line is one JSON object; its top-level figures
+are the default model's.
 """
 
 from __future__ import annotations
