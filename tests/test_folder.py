@@ -55,7 +55,9 @@ def test_recalibrating_a_folder_in_place_by_its_own_rule_changes_nothing(data_di
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]
     before, after = (ModelConfig.from_json(f / CONFIG_NAME) for f in (WEIGHTS_DIR / DEFAULT_MODEL, folder))
-    assert after.threshold == pytest.approx(before.threshold, abs=1e-6)
+    # The forward's floats differ between CPUs (an AMD EPYC here moved this threshold by 5e-6 on 7 Dec):
+    # 1e-4 allows that noise in the chosen validation score, not a rule that picks a different one.
+    assert after.threshold == pytest.approx(before.threshold, abs=1e-4)
     assert after.temperature == pytest.approx(before.temperature, rel=1e-4)
     assert after.val_metrics["specificity"] == before.val_metrics["specificity"]
     assert json.loads((folder / "metrics.json").read_text())["history"]  # the training record is kept
