@@ -27,7 +27,7 @@ from cxr.ood import REASON as OOD_REASON
 from cxr.service import Screening, UnknownModelError
 from cxr.sessions import session_pruner
 from cxr.startup import ApiFirst
-from cxr.sweep import copies_of, start_sweeper
+from cxr.sweep import copies_of, start_sweeper, touched_on_hand_out
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
@@ -94,6 +94,7 @@ if __name__ == "__main__":  # answer /v1 now, while Gradio is imported and the p
     log.info("serving on http://%s:%d/ (HTTP/JSON at /v1 now; the page and MCP once built)", HOST, PORT)
 
 import gradio as gr  # noqa: E402  (after the server starts: see the module's docstring)
+from gradio import processing_utils  # noqa: E402
 from gradio.components.label import LabelConfidence, LabelData  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
@@ -287,6 +288,11 @@ demo.state_session_capacity = SESSION_CAPACITY
 # Gradio sweeps only the files it tracks; the MCP door's uploads land in the same folder untracked, and
 # a run that stopped early leaves its uploads behind. Only Gradio's copies of the examples stay.
 start_sweeper(Path(get_upload_folder()), UPLOAD_TTL, every=max(1, UPLOAD_TTL // 2), keep=copies_of(map(Path, EXAMPLES)))
+# Gradio's MCP door hands out the copy of a base64 upload it already holds without touching it (its
+# save_file_to_cache does touch), so the sweep could delete that copy before the tool read it: "No file
+# was received" for 34 of 300 calls of one X-ray, 6 at once, with a 1 s TTL (docs/operations.md, Privacy).
+# Its clock now restarts at each hand-out, under the sweep's lock. mcp.py looks the function up at call time.
+processing_utils.save_base64_to_cache = touched_on_hand_out(processing_utils.save_base64_to_cache)
 
 
 def mount_page() -> FastAPI:

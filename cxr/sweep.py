@@ -3,33 +3,60 @@ than the TTL, whichever door wrote it.
 
 Gradio's own ``delete_cache`` only deletes the files it tracks; the MCP door writes each base64 upload
 into the same folder untracked, so without this sweep those X-rays would stay on disk.
+
+A file's age is the time since it was last written or handed out: :func:`touched_on_hand_out` restarts
+the clock of a cached copy that is given to a request again, under the lock the sweep holds while it
+checks and deletes a file, so no request is handed a copy that is deleted before it reads it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
+# Held by a hand-out (see touched_on_hand_out) and by the sweep while it checks and deletes one file.
+_HAND_OUT = threading.Lock()
 
 
 def sweep(folder: Path, max_age: float, keep: Callable[[Path], bool] = lambda path: False) -> int:
-    """Delete the files under ``folder`` last written more than ``max_age`` seconds ago (but those ``keep``
-    says to keep), then the folders left empty; returns how many files went."""
+    """Delete the files under ``folder`` last written or handed out more than ``max_age`` seconds ago (but
+    those ``keep`` says to keep), then the folders left empty; returns how many files went."""
     cutoff, deleted = time.time() - max_age, 0
     for path in sorted(folder.rglob("*"), reverse=True):  # children before their folder
-        with contextlib.suppress(FileNotFoundError, OSError):  # deleted meanwhile, or a folder not empty
+        # Suppressed: deleted meanwhile, or a folder not empty. The lock: one file at a time, so a hand-out
+        # waits at most one file's check.
+        with contextlib.suppress(FileNotFoundError, OSError), _HAND_OUT:
             if path.is_file() and path.stat().st_mtime < cutoff and not keep(path):
                 path.unlink()
                 deleted += 1
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
     return deleted
+
+
+def touched_on_hand_out(save: Callable[..., str]) -> Callable[..., str]:
+    """``save`` (it returns the path of a cached copy, an existing one when those bytes are already cached),
+    with the copy's clock restarted each time it is handed out, atomically with respect to the sweep. A
+    copy handed out again is then deleted a TTL after its last use, not on its first use's schedule while
+    the request it was just given waits to read it."""
+
+    @functools.wraps(save)
+    def save_and_touch(*args: Any, **kwargs: Any) -> str:
+        with _HAND_OUT:
+            path = save(*args, **kwargs)
+            os.utime(path)
+        return path
+
+    return save_and_touch
 
 
 def copies_of(originals: Iterable[Path]) -> Callable[[Path], bool]:

@@ -50,7 +50,9 @@ def test_a_short_soak_over_every_door_leaves_nothing_behind():
     command = [sys.executable, "-m", "cxr.cli.loadtest", "--soak", "120", "--concurrency", "4", "--ttl", "5", "--json"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert result.returncode == 0 and report["errors"] == 0 and report["mismatches"] == 0, report
+    # The first error leads the message: pytest cuts a long report short, and CI's log is all there is.
+    failure = (report["first_error"], report)
+    assert result.returncode == 0 and report["errors"] == 0 and report["mismatches"] == 0, failure
     assert report["calls"] == 120 and report["refused"] > 0  # hostile and oversized inputs were sent, and refused
     assert all(n > 0 for n in report["valid_calls_per_door"].values()), report["valid_calls_per_door"]
     assert report["fds"]["end"] <= report["fds"]["warm"] + 2, report["fds"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -18,7 +19,15 @@ pytestmark = pytest.mark.slow  # starts processes (the app, train.py or a comman
 
 
 def files_containing(folder, data: bytes) -> list:
-    return [p for p in folder.rglob("*") if p.is_file() and p.read_bytes() == data]
+    """The files under ``folder`` holding ``data``, while the app's sweep may delete any of them (os.walk
+    skips a folder that went, unlike Path.rglob)."""
+    found = []
+    for parent, _, names in os.walk(folder):
+        for path in (Path(parent) / name for name in names):
+            with contextlib.suppress(FileNotFoundError):
+                if path.read_bytes() == data:
+                    found.append(path)
+    return found
 
 
 def private_xray(path: Path) -> bytes:
@@ -88,3 +97,57 @@ def test_the_sweeper_deletes_old_uploads_whoever_wrote_them_and_keeps_copies_of_
     assert sweep(tmp_path / "cache", max_age=50, keep=copies_of([example])) == 2
     assert copy.exists() and new.exists()  # the example's cached copy, and an upload younger than the TTL
     assert not renamed.exists() and not same_name.exists() and not same_name.parent.exists()
+
+
+def test_a_cached_copy_handed_out_again_starts_a_new_ttl_and_is_swept_a_ttl_after_its_last_use(tmp_path):
+    from cxr.sweep import sweep, touched_on_hand_out
+
+    copy = tmp_path / "cache" / "hash" / "file.png"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"an agent's X-ray")
+    os.utime(copy, (time.time() - 100, time.time() - 100))
+    handed_out = touched_on_hand_out(lambda data: str(copy))  # as Gradio's save returns a copy it holds
+    assert handed_out(b"the same bytes") == str(copy)
+    assert sweep(tmp_path / "cache", max_age=50) == 0 and copy.exists()  # its clock restarted
+    os.utime(copy, (time.time() - 100, time.time() - 100))  # no hand-out since
+    assert sweep(tmp_path / "cache", max_age=50) == 1 and not copy.exists()
+
+
+def test_mcp_calls_of_one_xray_at_once_are_never_handed_a_copy_the_sweep_deletes(tmp_path):
+    """Every MCP call of the same X-ray gets Gradio's one cached copy of it; with a 1 s TTL the sweep runs
+    every second. Before the copy's clock restarted at each hand-out, 34 of 300 such calls (6 at once)
+    were answered "No file was received", and 24 of these 150 (8 at once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cxr.doors import DoorError
+
+    xray, cache = tmp_path / "mine" / "agents_xray.png", tmp_path / "gradio-cache"
+    data = private_xray(xray)  # not an example: Gradio's copies of those stay by design
+    process, url, _ = start_app(env={"GRADIO_TEMP_DIR": str(cache), "CXR_UPLOAD_TTL": "1"})
+
+    seen_in_cache = []
+
+    def one(_: int) -> str:
+        door = McpDoor(url)
+        try:
+            decision = door.screen(xray)["decision"]
+            seen_in_cache.append(bool(files_containing(cache, data)))
+            return decision
+        except DoorError as error:
+            return str(error)
+        finally:
+            door.close()
+
+    try:
+        with ThreadPoolExecutor(8) as pool:  # more callers than workers: the copy waits to be read
+            outcomes = list(pool.map(one, range(150)))
+        failures = [o for o in outcomes if o not in ("NORMAL", "PNEUMONIA")]
+        assert not failures, (len(failures), failures[0])
+        assert any(seen_in_cache), "the X-ray never reached this cache: the test would prove nothing"
+        deadline = time.time() + 10
+        while time.time() < deadline and files_containing(cache, data):
+            time.sleep(0.5)
+        assert not files_containing(cache, data), "the agents' copy outlived its TTL"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
