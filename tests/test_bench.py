@@ -54,6 +54,7 @@ def test_bench_json_has_every_figure():
     assert figures["default"] == next(iter(figures["models"]))
     for model in figures["models"].values():
         assert model["parameters"] > 100_000 and model["predict_cam_ms_p50"] > 0 and model["batch_images_per_s"] > 0
+        assert model["predict_cam_over_forward_p50"] > 0
 
 
 def _round_trip_breakdown(figures: dict) -> None:
