@@ -286,23 +286,19 @@ def doors_speed(url: str, image_path: Path, runs: int, concurrency: int = 4) -> 
 def paired_ratio(fn: Callable[[], object], baseline: Callable[[], object], runs: int) -> float:
     """The median over ``runs`` pairs of ``fn``'s time over ``baseline``'s, each pair timed back to back."""
     fn(), baseline()
-    ratios = []
-    for _ in range(runs):
-        fn_ms, baseline_ms = _times_ms(fn, 1, warm_up=False)[0], _times_ms(baseline, 1, warm_up=False)[0]
-        ratios.append(fn_ms / baseline_ms)
-    return float(np.median(ratios))
+    return float(np.median([_call_ms(fn) / _call_ms(baseline) for _ in range(runs)]))
 
 
-def _times_ms(fn: Callable[[], object], runs: int, warm_up: bool = True) -> list[float]:
+def _times_ms(fn: Callable[[], object], runs: int) -> list[float]:
     """Milliseconds of ``runs`` calls after one warm-up call (a connection, a session, lazy set-up)."""
-    if warm_up:
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
+    fn()
+    return [_call_ms(fn) for _ in range(runs)]
+
+
+def _call_ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
 
 
 def train_throughput(architecture: str, in_chans: int, freeze_until: str | None = None, steps: int = 4) -> float:
