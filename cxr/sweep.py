@@ -29,7 +29,12 @@ _HAND_OUT = threading.Lock()
 
 def sweep(folder: Path, max_age: float, keep: Callable[[Path], bool] = lambda path: False) -> int:
     """Delete the files under ``folder`` last written or handed out more than ``max_age`` seconds ago (but
-    those ``keep`` says to keep), then the folders left empty; returns how many files went."""
+    those ``keep`` says to keep), and the folders that have stood empty as long; returns how many files went.
+
+    A folder waits because Gradio names each cache folder by its content's hash and writes into it right
+    after ``mkdir(exist_ok=True)``: one emptied a moment ago may be about to get a new copy of the same
+    bytes (the same X-ray's overlay), and removing it then failed that write. Deleting a file sets its
+    folder's clock, so a folder goes one ``max_age`` after its last file."""
     cutoff, deleted = time.time() - max_age, 0
     for path in sorted(folder.rglob("*"), reverse=True):  # children before their folder
         # Suppressed: deleted meanwhile, or a folder not empty. The lock: one file at a time, so a hand-out
@@ -38,7 +43,7 @@ def sweep(folder: Path, max_age: float, keep: Callable[[Path], bool] = lambda pa
             if path.is_file() and path.stat().st_mtime < cutoff and not keep(path):
                 path.unlink()
                 deleted += 1
-            elif path.is_dir() and not any(path.iterdir()):
+            elif path.is_dir() and path.stat().st_mtime < cutoff and not any(path.iterdir()):
                 path.rmdir()
     return deleted
 
